@@ -1,1 +1,1 @@
-"""llm_worker."""
+"""LLM worker shell (queue ``llm``)."""

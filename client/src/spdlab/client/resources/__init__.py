@@ -1,0 +1,1 @@
+"""Resource groups of the API, one module each."""

@@ -1,0 +1,21 @@
+"""Decompositions: list, get, delete (created by import or decompose jobs)."""
+
+from __future__ import annotations
+
+from spdlab.client.models.decompositions import Decomposition, DecompositionPage
+from spdlab.client.resources._base import API, _Resource
+
+
+class DecompositionsResource(_Resource):
+    def list(
+        self, *, owner: str | int | None = None, limit: int | None = None, offset: int | None = None
+    ) -> DecompositionPage:
+        """`owner` is a user id or "me"."""
+        params = {"owner": owner, "limit": limit, "offset": offset}
+        return self._page(f"{API}/decompositions", DecompositionPage, params)
+
+    def get(self, decomposition_id: str) -> Decomposition:
+        return self._get(f"{API}/decompositions/{decomposition_id}", Decomposition)
+
+    def delete(self, decomposition_id: str) -> None:
+        self._delete(f"{API}/decompositions/{decomposition_id}")

@@ -1,0 +1,1 @@
+"""Batch generators for SPD training data."""
