@@ -93,6 +93,10 @@ class Decomposition(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     summary: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     artifact_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # Set by the import job (revision 0002): canonical target -> sources, computed once per decomposition,
+    # and the tokenizer's artifact key (the API tokenizes without torch).
+    sources_by_target: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    tokenizer_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

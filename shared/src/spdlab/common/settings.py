@@ -6,6 +6,7 @@ the data directory.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,16 @@ class Settings(BaseSettings):
     # Run migrations when the API starts (the embedded launcher migrates before starting anything).
     auto_migrate: bool = False
 
+    # Decomposition import: run directories must lie under one of these (os.pathsep-separated;
+    # the data dir and the repo's test fixtures are always allowed). Nothing else on the host is readable.
+    import_roots: str = ""
+    # GPU worker: loaded-decomposition cache budget, device ("auto" = cuda when available), torch threads.
+    model_cache_bytes: int = Field(default=4 * 2**30, ge=0)
+    device: str = "auto"
+    torch_threads: int = Field(default=1, ge=0)  # 0 = leave torch's default
+    # API: decoded graph blobs kept in process (graphs are immutable).
+    graph_cache_bytes: int = Field(default=512 * 2**20, ge=0)
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None and self.redis_url is None
@@ -78,6 +89,11 @@ class Settings(BaseSettings):
     @property
     def visibility_timeout_s(self) -> int:
         return self.longest_job_s + 3600
+
+    def allowed_import_roots(self) -> list[Path]:
+        fixtures = Path(__file__).resolve().parents[4] / "tests" / "fixtures"
+        extra = [Path(p) for p in self.import_roots.split(os.pathsep) if p.strip()]
+        return [r.resolve() for r in (self.data_dir, fixtures, *extra)]
 
     def queue_name(self, queue: str) -> str:
         return f"{self.namespace}{queue}"

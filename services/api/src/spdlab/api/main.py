@@ -8,11 +8,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from spdlab.api.dashboard import mount_dashboard
 from spdlab.api.errors import install_error_handlers
 from spdlab.api.logging import RequestIdMiddleware
 from spdlab.api.metrics import Metrics, MetricsMiddleware
 from spdlab.api.notify import JobNotifier
-from spdlab.api.routes import decompositions, health, jobs, users
+from spdlab.api.routes import (
+    decomposition_import,
+    decompositions,
+    graphs,
+    health,
+    interventions,
+    jobs,
+    prompts,
+    users,
+)
 from spdlab.common.db import upgrade_database
 from spdlab.common.logs import configure_logging
 from spdlab.common.settings import Settings, get_settings
@@ -46,8 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.notifier = notifier
     app.state.metrics = Metrics(settings)
     install_error_handlers(app)
-    for module in (health, jobs, users, decompositions):
+    for module in (health, jobs, users, decomposition_import, decompositions, prompts, graphs, interventions):
         app.include_router(module.router)
+    app.include_router(graphs.prompt_router)
+    app.include_router(interventions.graph_router)
+    mount_dashboard(app)
     # Outermost last: request ids wrap everything, including the metrics middleware.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)

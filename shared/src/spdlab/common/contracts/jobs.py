@@ -12,14 +12,57 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from spdlab.common.contracts.dataset_attributions import (
+    DatasetAttributionJobRequest,
+    DatasetAttributionShardJobRequest,
+)
+from spdlab.common.contracts.datasets import DatasetTokenizeJobRequest
+from spdlab.common.contracts.graphs import (
+    DecompositionImportJobRequest,
+    InterventionJobRequest,
+    ManualGraphJobRequest,
+    OptimizedGraphJobRequest,
+    StandardGraphJobRequest,
+)
+from spdlab.common.contracts.harvest import HarvestJobRequest, HarvestShardJobRequest
+from spdlab.common.contracts.probes import ProbeJobRequest
 from spdlab.common.contracts.sleep import LlmSleepJobRequest, SleepJobRequest
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-EventType = Literal["progress", "log", "succeeded", "failed", "cancelled"]
+EventType = Literal["progress", "log", "ci_snapshot", "succeeded", "failed", "cancelled"]
 
-JobRequest = Annotated[SleepJobRequest | LlmSleepJobRequest, Field(discriminator="kind")]
+JobRequest = Annotated[
+    SleepJobRequest
+    | LlmSleepJobRequest
+    | DecompositionImportJobRequest
+    | StandardGraphJobRequest
+    | ManualGraphJobRequest
+    | OptimizedGraphJobRequest
+    | InterventionJobRequest
+    | DatasetTokenizeJobRequest
+    | HarvestJobRequest
+    | HarvestShardJobRequest
+    | ProbeJobRequest
+    | DatasetAttributionJobRequest
+    | DatasetAttributionShardJobRequest,
+    Field(discriminator="kind"),
+]
 JOB_REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobRequest)
-JOB_REQUEST_TYPES: tuple[type[BaseModel], ...] = (SleepJobRequest, LlmSleepJobRequest)
+JOB_REQUEST_TYPES: tuple[type[BaseModel], ...] = (
+    SleepJobRequest,
+    LlmSleepJobRequest,
+    DecompositionImportJobRequest,
+    StandardGraphJobRequest,
+    ManualGraphJobRequest,
+    OptimizedGraphJobRequest,
+    InterventionJobRequest,
+    DatasetTokenizeJobRequest,
+    HarvestJobRequest,
+    HarvestShardJobRequest,
+    ProbeJobRequest,
+    DatasetAttributionJobRequest,
+    DatasetAttributionShardJobRequest,
+)
 
 
 def kind_queues() -> dict[str, str]:

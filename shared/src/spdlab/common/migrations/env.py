@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from spdlab.common import graph_tables  # noqa: F401  (registers its tables on Base.metadata)
 from spdlab.common.models import Base
 from spdlab.common.settings import get_settings
 

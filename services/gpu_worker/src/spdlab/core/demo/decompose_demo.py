@@ -34,7 +34,7 @@ class DemoSpdSettings(BaseModel):
     }
     ci_fn_type: Literal["vector_mlp", "shared_mlp"] = "shared_mlp"
     ci_hidden_dims: list[int] = [64]
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 8
     lr: float = 2e-3
     importance_coeff: float = 1e-2
@@ -44,7 +44,7 @@ class DemoSpdSettings(BaseModel):
     subset_coeff: float = 1.0
     layerwise_coeff: float = 0.5
     faithfulness_coeff: float = 1e4
-    faithfulness_warmup_steps: int = 200
+    faithfulness_warmup_steps: int = 100
     seed: int = 0
 
 

@@ -73,7 +73,7 @@ def generate_story(rng: random.Random) -> Story:
     if rng.random() < 0.5:
         a, b = rng.sample(chars, 2)
         sentences.append(f"{a.name} and {b.name} go to the {rng.choice(PLACES)}.")
-    sentences += [_event(rng, chars) for _ in range(rng.randint(2, 4))]
+    sentences += [_event(rng, chars) for _ in range(rng.randint(3, 6))]
     sentences.append("The end.")
     return Story(text=" ".join(sentences), characters=chars)
 

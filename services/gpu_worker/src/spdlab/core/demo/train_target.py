@@ -22,9 +22,9 @@ class TargetTrainConfig(BaseModel):
     n_head: int = 4
     n_intermediate: int = 256
     n_ctx: int = 64
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 3e-3
+    steps: int = 1200
+    batch_size: int = 16
+    lr: float = 1e-2
     warmup_pct: float = 0.05
     final_lr_frac: float = 0.1
     weight_decay: float = 0.0

@@ -10,4 +10,15 @@ from spdlab.common.registry import HandlerRegistry
 
 REGISTRY = HandlerRegistry("gpu")
 
-from spdlab.gpu_worker.handlers import sleep  # noqa: E402,F401  (registers its kinds)
+from spdlab.gpu_worker.handlers import (  # noqa: E402,F401
+    decompositions,
+    graphs,
+    interventions,
+    sleep,  # noqa: E402,F401  (registers its kinds)
+)
+from spdlab.gpu_worker.handlers import (  # noqa: E402,F401  (harvest family: datasets, shards, probes)
+    dataset_attributions,
+    datasets,
+    harvest,
+    probe,
+)
