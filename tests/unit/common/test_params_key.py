@@ -36,7 +36,9 @@ def test_canonical_json_is_sorted_and_compact():
 
 
 def test_union_dispatches_on_kind_and_knows_queues():
-    assert kind_queues() == {"test.sleep": "gpu", "test.llm_sleep": "llm"}
+    queues = kind_queues()
+    assert {"test.sleep": "gpu", "test.llm_sleep": "llm"}.items() <= queues.items()
+    assert set(queues.values()) <= {"gpu", "llm"}
     with pytest.raises(ValidationError) as info:
         parse_job_request("nope", {})
     assert info.value.errors()[0]["type"] == "union_tag_invalid"

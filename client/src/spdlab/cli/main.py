@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from spdlab.cli import admin, jobs, stack
+from spdlab.cli import admin, decompositions, graphs, harvest, jobs, prompts, stack
 from spdlab.cli.context import CliConfig
 from spdlab.cli.errors import ErrorReportingGroup
 from spdlab.cli.health import health
@@ -34,3 +34,9 @@ app.command("up")(stack.up)
 app.command("health")(health)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(admin.app, name="admin")
+app.add_typer(decompositions.app, name="decompositions")
+app.add_typer(prompts.app, name="prompts")
+app.add_typer(graphs.app, name="graphs")
+app.add_typer(harvest.datasets_app, name="datasets")
+app.add_typer(harvest.harvest_app, name="harvest")
+app.add_typer(harvest.components_app, name="components")

@@ -9,8 +9,18 @@ import httpx
 
 from spdlab.client.models.jobs import Job, JobEvent
 from spdlab.client.resources.decompositions import DecompositionsResource
+from spdlab.client.resources.graphs import GraphsResource
+from spdlab.client.resources.harvest import (
+    ComponentsResource,
+    DatasetAttributionsResource,
+    DatasetsResource,
+    HarvestsResource,
+    ProbesResource,
+)
 from spdlab.client.resources.health import HealthResource
+from spdlab.client.resources.interventions import InterventionsResource
 from spdlab.client.resources.jobs import JobsResource
+from spdlab.client.resources.prompts import PromptsResource
 from spdlab.client.resources.users import UsersResource
 from spdlab.client.transport import Transport
 
@@ -31,6 +41,14 @@ class SpdlabClient:
         self.jobs = JobsResource(self._transport)
         self.users = UsersResource(self._transport)
         self.decompositions = DecompositionsResource(self._transport)
+        self.prompts = PromptsResource(self._transport)
+        self.graphs = GraphsResource(self._transport)
+        self.interventions = InterventionsResource(self._transport)
+        self.datasets = DatasetsResource(self._transport)
+        self.harvests = HarvestsResource(self._transport)
+        self.components = ComponentsResource(self._transport)
+        self.probes = ProbesResource(self._transport)
+        self.dataset_attributions = DatasetAttributionsResource(self._transport)
 
     @property
     def url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spdlab.client.models.decompositions import Decomposition, DecompositionPage
+from spdlab.client.models.jobs import Job
 from spdlab.client.resources._base import API, _Resource
 
 
@@ -19,3 +20,8 @@ class DecompositionsResource(_Resource):
 
     def delete(self, decomposition_id: str) -> None:
         self._delete(f"{API}/decompositions/{decomposition_id}")
+
+    def import_run(self, path: str, name: str) -> Job:
+        """Import a research-code run directory or an spdlab checkpoint directory (under an allowed
+        import root on the workers); the job's result holds `decomposition_id`."""
+        return self._post(f"{API}/decompositions/import", Job, {"path": path, "name": name})

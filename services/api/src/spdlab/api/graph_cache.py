@@ -8,22 +8,39 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
 
+from spdlab.api.graph_view import EdgeIndex, build_index
 from spdlab.common.graph_codec import GraphArrays
 
 
-def arrays_nbytes(arrays: GraphArrays) -> int:
-    return sum(int(c.nbytes) for c in arrays.columns.values())
+@dataclass
+class CachedGraph:
+    """A decoded graph, its sort index, and the immutable parts of its read response."""
+
+    arrays: GraphArrays
+    index: EdgeIndex
+    static: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, arrays: GraphArrays, static: dict[str, Any]) -> CachedGraph:
+        return cls(arrays, build_index(arrays), static)
+
+    @property
+    def nbytes(self) -> int:
+        cols = sum(int(c.nbytes) for c in self.arrays.columns.values())
+        return cols + int(self.index.order.nbytes + self.index.min_ci.nbytes)
 
 
 class GraphCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
-        self._items: OrderedDict[int, tuple[GraphArrays, int]] = OrderedDict()
+        self._items: OrderedDict[int, tuple[CachedGraph, int]] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
 
-    def get(self, graph_id: int) -> GraphArrays | None:
+    def get(self, graph_id: int) -> CachedGraph | None:
         with self._lock:
             item = self._items.get(graph_id)
             if item is None:
@@ -31,8 +48,8 @@ class GraphCache:
             self._items.move_to_end(graph_id)
             return item[0]
 
-    def put(self, graph_id: int, arrays: GraphArrays) -> None:
-        size = arrays_nbytes(arrays)
+    def put(self, graph_id: int, graph: CachedGraph) -> None:
+        size = graph.nbytes
         if size > self.budget:
             return
         with self._lock:
@@ -42,7 +59,7 @@ class GraphCache:
             while self._items and self._used + size > self.budget:
                 _, (_, freed) = self._items.popitem(last=False)
                 self._used -= freed
-            self._items[graph_id] = (arrays, size)
+            self._items[graph_id] = (graph, size)
             self._used += size
 
     def drop(self, graph_id: int) -> None:

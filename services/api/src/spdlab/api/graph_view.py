@@ -27,6 +27,26 @@ class ViewParams:
     value: EdgeValue = "signed"
 
 
+@dataclass(frozen=True)
+class EdgeIndex:
+    """Per-graph precomputation (graphs are immutable, so it is built once per cached graph).
+
+    `order`: edges by descending |value| (stable). |edge_val_abs| == |edge_val|, so one order serves both
+    value columns. `min_ci`: per sorted edge, the smallest CI of its component endpoints (+inf when it
+    has none), so "both endpoints survive the threshold" is one comparison per edge.
+    """
+
+    order: np.ndarray
+    min_ci: np.ndarray
+
+
+def build_index(graph: GraphArrays) -> EdgeIndex:
+    order = np.argsort(-np.abs(graph["edge_val"]), kind="stable")
+    ci = np.where(graph["node_kind"] == NODE_COMPONENT, graph["node_ci"], np.float32(np.inf)).astype(np.float32)
+    src, tgt = graph["edge_src"][order], graph["edge_tgt"][order]
+    return EdgeIndex(order=order, min_ci=np.minimum(ci[src], ci[tgt]))
+
+
 def node_survival(graph: GraphArrays, ci_threshold: float) -> np.ndarray:
     """Embed and output nodes always survive; component nodes need CI > threshold."""
     is_component = graph["node_kind"] == NODE_COMPONENT
@@ -50,10 +70,18 @@ def top_by_magnitude(values: np.ndarray, limit: int) -> np.ndarray:
     return np.argsort(-mag, kind="stable")
 
 
-def view(graph: GraphArrays, params: ViewParams) -> dict[str, Any]:
+def view(graph: GraphArrays, params: ViewParams, index: EdgeIndex | None = None) -> dict[str, Any]:
+    """The filtered view; with an `index` and no normalisation, a threshold pass over the presorted
+    edges replaces the gathers and the partition (same result)."""
     alive = node_survival(graph, params.ci_threshold)
     src, tgt = graph["edge_src"], graph["edge_tgt"]
     column = "edge_val" if params.value == "signed" else "edge_val_abs"
+    if index is not None and params.normalize == "none":
+        kept = np.flatnonzero(index.min_ci > params.ci_threshold)
+        chosen = index.order[kept[: params.edge_limit]]
+        values = graph[column][chosen]
+        max_abs = float(abs(values[0])) if len(values) else 0.0
+        return _result(graph, alive, chosen, values, len(kept), max_abs)
     edge_keep = np.flatnonzero(alive[src] & alive[tgt])
     values = graph[column][edge_keep]
 
@@ -68,8 +96,12 @@ def view(graph: GraphArrays, params: ViewParams) -> dict[str, Any]:
 
     max_abs = float(np.abs(values).max()) if len(values) else 0.0
     order = top_by_magnitude(values, params.edge_limit)
-    chosen = edge_keep[order]
+    return _result(graph, alive, edge_keep[order], values[order], len(edge_keep), max_abs)
 
+
+def _result(graph: GraphArrays, alive: np.ndarray, chosen: np.ndarray, values: np.ndarray, n_after: int,
+            max_abs: float) -> dict[str, Any]:
+    src, tgt = graph["edge_src"], graph["edge_tgt"]
     node_rows = np.flatnonzero(alive)
     remap = np.full(graph.n_nodes, -1, dtype=np.int64)
     remap[node_rows] = np.arange(len(node_rows))
@@ -85,14 +117,14 @@ def view(graph: GraphArrays, params: ViewParams) -> dict[str, Any]:
         "edges": {
             "source": remap[src[chosen]].tolist(),
             "target": remap[tgt[chosen]].tolist(),
-            "value": values[order].tolist(),
+            "value": values.tolist(),
             "cross_seq": graph["edge_cross_seq"][chosen].astype(bool).tolist(),
         },
         "stats": {
             "n_edges_stored": graph.n_edges,
-            "n_edges_after_filter": len(edge_keep),
+            "n_edges_after_filter": n_after,
             "n_edges_returned": len(chosen),
-            "n_edges_cut_by_limit": len(edge_keep) - len(chosen),
+            "n_edges_cut_by_limit": n_after - len(chosen),
             "l0_total": int(is_component.sum()),
             "max_abs_value": max_abs,
         },

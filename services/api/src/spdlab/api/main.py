@@ -14,12 +14,17 @@ from spdlab.api.logging import RequestIdMiddleware
 from spdlab.api.metrics import Metrics, MetricsMiddleware
 from spdlab.api.notify import JobNotifier
 from spdlab.api.routes import (
+    components,
+    dataset_attributions,
+    datasets,
     decomposition_import,
     decompositions,
     graphs,
+    harvests,
     health,
     interventions,
     jobs,
+    probes,
     prompts,
     users,
 )
@@ -60,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(graphs.prompt_router)
     app.include_router(interventions.graph_router)
+    for module in (datasets, harvests, components, probes, dataset_attributions):
+        app.include_router(module.router)
     mount_dashboard(app)
     # Outermost last: request ids wrap everything, including the metrics middleware.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -12,12 +12,12 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
-from spdlab.api.graph_cache import GraphCache
+from spdlab.api.graph_cache import CachedGraph, GraphCache
 from spdlab.api.graph_deps import (
     get_decomposition,
     get_graph,
@@ -120,12 +120,33 @@ def compute_graph(body: GraphJobRequest, response: Response, user: UserDep, sess
     return GraphSubmitOut(status=job.status, graphs=graphs, job=job.model_dump(mode="json"))  # type: ignore[arg-type]
 
 
-def load_arrays(session: Session, graph_id: int, cache: GraphCache) -> GraphArrays:
-    arrays = cache.get(graph_id)
-    if arrays is None:
+def load_cached(session: Session, graph_id: int, cache: GraphCache, tokens: TokenizerCache) -> CachedGraph:
+    """The graph from the process cache; a miss reads the blob and the rows once. Raises 404."""
+    if session.scalar(select(Graph.id).where(Graph.id == graph_id)) is None:  # deleted elsewhere?
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"graph {graph_id} not found")
+    cached = cache.get(graph_id)
+    if cached is None:
+        graph = get_graph(session, graph_id)
+        prompt = get_prompt(session, graph.prompt_id)
+        decomposition = get_decomposition(session, graph.decomposition_id)
         arrays = decode(session.scalar(select(Graph.blob).where(Graph.id == graph_id)))
-        cache.put(graph_id, arrays)
-    return arrays
+        tok = tokens.get(decomposition.tokenizer_ref)
+        token_ids = list(arrays.meta.get("token_ids") or prompt.token_ids)
+        out_ids = sorted(set(arrays["out_token"].tolist()))
+        strings = dict(zip(out_ids, token_strings(tok, out_ids), strict=True))
+        static = {
+            "summary": GraphSummary.model_validate(graph).model_dump(mode="json"),
+            "prompt_token_ids": token_ids,
+            "prompt_tokens": token_strings(tok, token_ids),
+            "prompt_text": prompt.text,
+            "outputs": output_table(arrays, strings),
+            "token_strings": strings,
+            "decomposition_name": decomposition.name,
+            "component_layers": [layer["canonical"] for layer in (decomposition.summary or {}).get("layers", [])],
+        }
+        cached = CachedGraph.build(arrays, static)
+        cache.put(graph_id, cached)
+    return cached
 
 
 def output_table(arrays: GraphArrays, strings: dict[int, str]) -> dict[str, list[Any]]:
@@ -159,27 +180,20 @@ def read_graph(
     value: Annotated[Literal["signed", "abs"], Query()] = "signed",
     format: Annotated[Literal["json", "neuronpedia"], Query()] = "json",
 ) -> Response:
-    graph = get_graph(session, graph_id)
-    prompt = get_prompt(session, graph.prompt_id)
-    decomposition = get_decomposition(session, graph.decomposition_id)
-    arrays = load_arrays(session, graph_id, cache)
+    cached = load_cached(session, graph_id, cache, tokens)
     session.close()
-    v = view(arrays, ViewParams(ci_threshold=ci_threshold, normalize=normalize, edge_limit=edge_limit, value=value))
-    tok = tokens.get(decomposition.tokenizer_ref)
-    token_ids = list(arrays.meta.get("token_ids") or prompt.token_ids)
-    out_ids = sorted(set(arrays["out_token"].tolist()))
-    strings = dict(zip(out_ids, token_strings(tok, out_ids), strict=True))
-    prompt_tokens = token_strings(tok, token_ids)
+    params = ViewParams(ci_threshold=ci_threshold, normalize=normalize, edge_limit=edge_limit, value=value)
+    v = view(cached.arrays, params, cached.index)
+    st = cached.static
     if format == "neuronpedia":
-        v["prompt_token_ids"] = token_ids
-        layers = [layer["canonical"] for layer in (decomposition.summary or {}).get("layers", [])]
-        body = export_graph(v, slug=f"{decomposition.name}-graph-{graph_id}", scan=decomposition.name,
-                            prompt=prompt.text, prompt_tokens=prompt_tokens, component_layers=layers,
-                            token_strings=strings)
+        v["prompt_token_ids"] = st["prompt_token_ids"]
+        name = st["decomposition_name"]
+        body = export_graph(v, slug=f"{name}-graph-{graph_id}", scan=name, prompt=st["prompt_text"],
+                            prompt_tokens=st["prompt_tokens"], component_layers=st["component_layers"],
+                            token_strings=st["token_strings"])
     else:
-        summary = GraphSummary.model_validate(graph).model_dump(mode="json")
-        body = {**summary, "prompt_token_ids": token_ids, "prompt_tokens": prompt_tokens, "nodes": v["nodes"],
-                "edges": v["edges"], "outputs": output_table(arrays, strings), "stats": v["stats"],
+        body = {**st["summary"], "prompt_token_ids": st["prompt_token_ids"], "prompt_tokens": st["prompt_tokens"],
+                "nodes": v["nodes"], "edges": v["edges"], "outputs": st["outputs"], "stats": v["stats"],
                 "view": {"ci_threshold": ci_threshold, "normalize": normalize, "edge_limit": edge_limit,
                          "value": value}}
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")

@@ -20,7 +20,7 @@ from spdlab.api.graph_deps import (
     unprocessable,
 )
 from spdlab.api.graph_view import node_keys
-from spdlab.api.routes.graphs import invalid_node_keys, load_arrays
+from spdlab.api.routes.graphs import TokCacheDep, invalid_node_keys, load_cached
 from spdlab.api.routes.jobs import submit_job
 from spdlab.common.contracts.graphs import (
     InterventionJobRequest,
@@ -49,13 +49,13 @@ def alive_component_keys(arrays: GraphArrays) -> set[str]:
     responses={200: {"model": InterventionSubmitOut, "description": "an identical intervention is stored"}},
 )
 def run_intervention(params: InterventionParams, response: Response, user: UserDep, session: SessionDep,
-                     settings: SettingsDep, cache: GraphCacheDep) -> InterventionSubmitOut:
+                     settings: SettingsDep, cache: GraphCacheDep, tokens: TokCacheDep) -> InterventionSubmitOut:
     graph = get_graph(session, params.graph_id)
     prompt = get_prompt(session, graph.prompt_id)
     decomposition = get_decomposition(session, graph.decomposition_id)
     n_tokens = len(prompt.token_ids)
     missing = invalid_node_keys(params.selected_nodes, decomposition, n_tokens)
-    alive = alive_component_keys(load_arrays(session, graph.id, cache))
+    alive = alive_component_keys(load_cached(session, graph.id, cache, tokens).arrays)
     dead = [k for k in params.selected_nodes if k not in alive and k not in set(missing)]
     if missing or dead:
         listed = ", ".join([*missing, *dead][:100])

@@ -45,6 +45,19 @@ class ParallelLinear(nn.Module):
         init_param_(self.W, fan_val=input_dim, nonlinearity=nonlinearity)
 
     def forward(self, x: Tensor) -> Tensor:
+        C, d_in, d_out = self.W.shape
+        if d_in == 1:
+            # Width-1 input: an outer product. A broadcast multiply is exact (like the K=1 matmul)
+            # and avoids a batched matmul over tiny matrices, the CPU hot spot of `mlp` CI fns.
+            return x * self.W[:, 0, :] + self.b
+        if x.shape[-2] == 1 and C > 1:
+            # One input shared by all C maps (`vector_mlp`): a single matmul against the C
+            # weight matrices side by side instead of C copies of the input.
+            stacked = self.W.transpose(0, 1).reshape(d_in, C * d_out)
+            return (x[..., 0, :] @ stacked).unflatten(-1, (C, d_out)) + self.b
+        if d_out == 1:
+            # Width-1 output: a per-component dot product.
+            return (x * self.W[..., 0]).sum(dim=-1, keepdim=True) + self.b
         return torch.einsum("...ci,cio->...co", x, self.W) + self.b
 
 

@@ -2,8 +2,9 @@
 
 Modelled on the research code's small LlamaSimpleMLP run (layerwise CI, KL output loss, importance
 minimality with p annealed below 1, stochastic recon on random module subsets plus layerwise,
-a strong faithfulness term after a warm-up), scaled for a CPU and pushed harder towards sparsity
-so that only a few components per module are alive at a position and graphs stay readable.
+a strong faithfulness term after a warm-up), scaled for a CPU, plus a CI-masked recon term so a
+short run already gives a usable CI-masked model while only a few components per module are alive
+at a position and graphs stay readable.
 """
 
 from collections.abc import Callable, Iterator
@@ -37,12 +38,15 @@ class DemoSpdSettings(BaseModel):
     steps: int = 600
     batch_size: int = 8
     lr: float = 2e-3
-    importance_coeff: float = 1e-2
+    importance_coeff: float = 3e-3
     pnorm: float = 2.0
-    final_p: float = 0.5
+    final_p: float = 0.7
     beta: float = 0.1
     subset_coeff: float = 1.0
     layerwise_coeff: float = 0.5
+    # Directly fits the CI-masked model (no delta), which graphs and interventions use; without it a
+    # run this short leaves CI too low on components the output needs.
+    ci_masked_coeff: float = 1.0
     faithfulness_coeff: float = 1e4
     faithfulness_warmup_steps: int = 100
     seed: int = 0
@@ -67,6 +71,7 @@ def demo_spd_config(s: DemoSpdSettings, n_ctx: int) -> Config:
              "routing": {"type": "uniform_k_subset"}},
             {"classname": "StochasticReconLayerwiseLoss", "coeff": s.layerwise_coeff},
             {"classname": "FaithfulnessLoss", "coeff": s.faithfulness_coeff},
+            *([{"classname": "CIMaskedReconLoss", "coeff": s.ci_masked_coeff}] if s.ci_masked_coeff else []),
         ],
         "output_loss_type": "kl",
         "lr_schedule": {"start_val": s.lr, "warmup_pct": 0.0, "final_val_frac": 0.1, "fn_type": "cosine"},

@@ -10,15 +10,13 @@ from spdlab.common.registry import HandlerRegistry
 
 REGISTRY = HandlerRegistry("gpu")
 
-from spdlab.gpu_worker.handlers import (  # noqa: E402,F401
-    decompositions,
-    graphs,
-    interventions,
-    sleep,  # noqa: E402,F401  (registers its kinds)
-)
-from spdlab.gpu_worker.handlers import (  # noqa: E402,F401  (harvest family: datasets, shards, probes)
+from spdlab.gpu_worker.handlers import (  # noqa: E402,F401  # noqa: E402,F401  (harvest family: datasets, shards, probes)
     dataset_attributions,
     datasets,
+    decompositions,
+    graphs,
     harvest,
+    interventions,
     probe,
+    sleep,  # noqa: E402,F401  (registers its kinds)
 )

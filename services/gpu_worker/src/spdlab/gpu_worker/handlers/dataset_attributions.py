@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from spdlab.common.contracts.dataset_attributions import (
     STORED_TOP_K,
@@ -58,7 +59,12 @@ def _run_row(ctx: JobContext) -> tuple[int, int]:
             row = DatasetAttributionRun(owner_id=job.owner_id, decomposition_id=params.decomposition_id,
                                         dataset_id=params.dataset_id, config=params.config.model_dump(mode="json"),
                                         n_shards=params.n_shards, status="running", job_id=ctx.job_id)
-            session.add(row)
+            try:
+                with session.begin_nested():  # the API may insert the same row concurrently
+                    session.add(row)
+            except IntegrityError:
+                row = session.scalar(select(DatasetAttributionRun).where(DatasetAttributionRun.job_id == ctx.job_id))
+                assert row is not None
         row.status = "running"
         session.flush()
         return row.id, int(dataset.n_windows)

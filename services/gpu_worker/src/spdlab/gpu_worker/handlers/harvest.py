@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from spdlab.common.contracts.harvest import HarvestParams, HarvestResult, ShardParams, ShardResult
 from spdlab.common.db import session_scope
@@ -74,7 +75,12 @@ def _harvest_row(ctx: JobContext, job_id: str) -> tuple[int, int]:
             row = Harvest(owner_id=job.owner_id, decomposition_id=params.decomposition_id,
                           dataset_id=params.dataset_id, config=params.config.model_dump(mode="json"),
                           n_shards=params.n_shards, status="running", job_id=job_id)
-            session.add(row)
+            try:
+                with session.begin_nested():  # the API may insert the same row concurrently
+                    session.add(row)
+            except IntegrityError:
+                row = session.scalar(select(Harvest).where(Harvest.job_id == job_id))
+                assert row is not None
         row.status = "running"
         session.flush()
         return row.id, int(dataset.n_windows)
