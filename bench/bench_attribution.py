@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "core"))
 
 from attribution_reference import reference_edges  # noqa: E402
 
+from spdlab.common.spd_config import LayerwiseCiConfig  # noqa: E402
 from spdlab.core.attribution import AttributionConfig, compute_attribution_graph  # noqa: E402
 from spdlab.core.component_model import ComponentModel  # noqa: E402
-from spdlab.core.config import LayerwiseCiConfig  # noqa: E402
 from spdlab.core.gradient_connectivity import sources_by_target_concrete  # noqa: E402
 from spdlab.core.optimize_ci import LRSchedule, OptimizeCIConfig, optimize_ci  # noqa: E402
 from spdlab.core.prompt_losses import CELoss  # noqa: E402

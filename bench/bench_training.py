@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import yaml
 
+from spdlab.common.spd_config import Config, parse_config
 from spdlab.core.component_model import ComponentModel, OutputWithCache, build_component_model
-from spdlab.core.config import Config, parse_config
 from spdlab.core.data.sparse_features import sparse_feature_batches
 from spdlab.core.targets.tms import TMSModel, TMSModelConfig
 from spdlab.core.training import decompose

@@ -11,10 +11,10 @@ import pytest
 import torch
 from attribution_reference import reference_edges
 
+from spdlab.common.spd_config import LayerwiseCiConfig
 from spdlab.core.attribution import AttributionConfig, compute_attribution_graph
 from spdlab.core.callbacks import Cancelled
 from spdlab.core.component_model import ComponentModel
-from spdlab.core.config import LayerwiseCiConfig
 from spdlab.core.gradient_connectivity import sources_by_target_concrete
 from spdlab.core.graph import AttributionGraph, InvalidNodesError
 from spdlab.core.research_import import import_research_run

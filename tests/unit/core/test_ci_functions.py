@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
+from spdlab.common.spd_config import GlobalCiConfig, LayerwiseCiConfig
 from spdlab.core.ci_functions import GlobalCiFnWrapper, LayerwiseCiFnWrapper, make_ci_fn
 from spdlab.core.ci_functions.blocks import Linear, ParallelLinear, SelfAttention
 from spdlab.core.ci_functions.global_mlp import GlobalSharedMLPCiFn
 from spdlab.core.ci_functions.global_transformer import GlobalSharedTransformerCiFn
 from spdlab.core.ci_functions.layerwise import MLPCiFn, VectorMLPCiFn, VectorSharedMLPCiFn
 from spdlab.core.components import EmbeddingComponents, LinearComponents
-from spdlab.core.config import GlobalCiConfig, LayerwiseCiConfig
 
 LAYERS = {"z.up": (6, 4), "a.down": (3, 5), "m.emb": (4, 2)}  # path -> (input width, C)
 

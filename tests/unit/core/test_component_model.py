@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from spdlab.common.spd_config import LayerwiseCiConfig
 from spdlab.core.component_model import ComponentModel, OutputWithCache, build_component_model
 from spdlab.core.components import WeightDeltaAndMask
-from spdlab.core.config import LayerwiseCiConfig
 from spdlab.core.masks import ComponentsMaskInfo, make_mask_infos
 from spdlab.core.module_patterns import expand_module_patterns, freeze_, insert_identity_operations_
 

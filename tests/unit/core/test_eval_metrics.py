@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spdlab.common.spd_config import LayerwiseCiConfig
 from spdlab.core import eval_metrics as em
 from spdlab.core.component_model import ComponentModel
-from spdlab.core.config import LayerwiseCiConfig
 
 
 def test_ci_l0_uses_strict_threshold_and_means_over_positions() -> None:

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spdlab.core.component_model import CIOutputs, ComponentModel
-from spdlab.core.config import (
+from spdlab.common.spd_config import (
     CIMaskedReconLayerwiseLossConfig,
     CIMaskedReconLossConfig,
     CIMaskedReconSubsetLossConfig,
@@ -24,6 +23,7 @@ from spdlab.core.config import (
     StochasticReconSubsetLossConfig,
     UnmaskedReconLossConfig,
 )
+from spdlab.core.component_model import CIOutputs, ComponentModel
 from spdlab.core.losses import LOSS_FUNCTIONS, compute_losses
 from spdlab.core.losses.faithfulness import faithfulness_loss
 from spdlab.core.losses.importance_minimality import importance_minimality_loss

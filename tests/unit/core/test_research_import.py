@@ -6,7 +6,7 @@ import torch
 import yaml
 from research_fixtures import ALL_RUNS, LM_RUNS, RUN_CHECKPOINTS, expected_json, run_dir
 
-from spdlab.core.config import parse_config
+from spdlab.common.spd_config import parse_config
 from spdlab.core.masks import make_mask_infos
 from spdlab.core.research_import import RunImportError, import_research_run, map_legacy_state_dict_keys
 

@@ -198,8 +198,8 @@ def test_state_dict_round_trips_strictly() -> None:
 
 def test_inside_component_model_with_research_config() -> None:
     """The §2.7 example layout (deepest block first) built through the config and ComponentModel."""
+    from spdlab.common.spd_config import GlobalCiConfig
     from spdlab.core.component_model import ComponentModel
-    from spdlab.core.config import GlobalCiConfig
     from spdlab.core.module_patterns import expand_module_patterns
     from spdlab.core.targets import build_target
 

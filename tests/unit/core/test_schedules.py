@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from spdlab.core.config import ScheduleConfig
+from spdlab.common.spd_config import ScheduleConfig
 from spdlab.core.schedules import get_annealed_p, get_scheduled_value
 
 

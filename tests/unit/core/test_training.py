@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
+from spdlab.common.spd_config import Config, parse_config
 from spdlab.core.callbacks import Cancelled
 from spdlab.core.component_model import ComponentModel, build_component_model
-from spdlab.core.config import Config, parse_config
 from spdlab.core.data.sparse_features import sparse_feature_batches
 from spdlab.core.eval_metrics import single_feature_ci
 from spdlab.core.targets.tms import TMSModel, TMSModelConfig

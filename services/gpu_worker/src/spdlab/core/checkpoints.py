@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from spdlab.common.spd_config import export_config, parse_config
 from spdlab.core.component_model import build_component_model
-from spdlab.core.config import export_config, parse_config
 from spdlab.core.module_patterns import freeze_
 from spdlab.core.research_import import (
     CONFIG_FILENAME,

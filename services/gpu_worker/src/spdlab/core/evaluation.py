@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from spdlab.core import config as cfg
+from spdlab.common import spd_config as cfg
 from spdlab.core import eval_metrics as em
 from spdlab.core.component_model import CIOutputs, ComponentModel, OutputWithCache
 from spdlab.core.losses import LossContext, loss_function_for

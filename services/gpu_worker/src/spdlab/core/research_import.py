@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
+from spdlab.common.spd_config import Config, parse_config
 from spdlab.core.component_model import ComponentModel, build_component_model
-from spdlab.core.config import Config, parse_config
 from spdlab.core.module_patterns import freeze_
 from spdlab.core.targets import TMSModel, get_target_spec
 

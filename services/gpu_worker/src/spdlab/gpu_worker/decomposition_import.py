@@ -127,6 +127,6 @@ def register_decomposition(
 
 
 def _jsonable(config: Any) -> dict[str, Any]:
-    from spdlab.core.config import export_config
+    from spdlab.common.spd_config import export_config
 
     return export_config(config)

@@ -14,9 +14,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from spdlab.common.spd_config import Config
 from spdlab.core.callbacks import CancelFn, ProgressFn, never_cancel, no_progress
 from spdlab.core.component_model import ComponentModel, build_component_model
-from spdlab.core.config import Config
 from spdlab.core.targets.llama_simple_mlp import LlamaSimpleMLP
 from spdlab.core.training import LogFn, TrainResult, decompose, set_seed
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from spdlab.core import config as cfg
+from spdlab.common import spd_config as cfg
 from spdlab.core.component_model import CIOutputs, ComponentModel
 from spdlab.core.losses.faithfulness import faithfulness_loss
 from spdlab.core.losses.hidden_acts import stochastic_hidden_acts_recon_loss

@@ -1,5 +1,7 @@
 """The SPD run config (research code: `spd/configs.py`), as pydantic v2 models.
 
+It lives in the shared package (no torch) so the API can validate decompose requests.
+
 Field names and order follow the research code so a run's `final_config.yaml` parses and
 `Config.model_dump(mode="json")` writes it back unchanged. Legacy keys are migrated by pure
 functions on dicts (`migrate_config_dict`) before validation (spec §4.7). No torch here.
