@@ -4,6 +4,7 @@ Slow: about 10k steps at batch 4096 (tens of minutes on an idle CPU core).
 """
 
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,6 +16,24 @@ from spdlab.core.eval_metrics import components_per_feature, single_feature_ci, 
 from spdlab.core.training import decompose, set_seed
 
 N_FEATURES = 5
+CURVE_KEYS = ("StochasticReconLoss", "StochasticReconLayerwiseLoss", "ImportanceMinimalityLoss")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core box a second thread only adds barrier waits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def print_curve(logs: dict[int, dict[str, float]], every: int) -> None:
+    """Loss and L0 every `every` steps, to compare with the research run's `metrics.jsonl`."""
+    for step in sorted(s for s in logs if s % every == 0):
+        values = logs[step]
+        losses = " ".join(f"{k}={values[f'train/loss/{k}']:.3g}" for k in CURVE_KEYS)
+        print(f"step {step}: {losses} l0 {values['train/l0/linear1']:.3f}/{values['train/l0/linear2']:.3f}")
 
 
 @pytest.mark.slow
@@ -38,6 +57,7 @@ def test_tms_5_2_recovers_one_component_per_feature() -> None:
         on_log=lambda step, values: logs.__setitem__(step, values), on_checkpoint=None,
     )
     print(f"trained {config.steps} steps in {time.perf_counter() - started:.0f} s")
+    print_curve(logs, 500)
 
     with torch.no_grad():
         ci = single_feature_ci(model, N_FEATURES, config.sampling)

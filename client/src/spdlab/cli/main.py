@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from spdlab.cli import admin, decompositions, graphs, harvest, jobs, prompts, stack
+from spdlab.cli import admin, decompositions, demo, graphs, harvest, jobs, prompts, stack
 from spdlab.cli.context import CliConfig
 from spdlab.cli.errors import ErrorReportingGroup
 from spdlab.cli.health import health
@@ -31,6 +31,7 @@ def main(
 
 
 app.command("up")(stack.up)
+app.command("demo")(demo.demo)
 app.command("health")(health)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(admin.app, name="admin")

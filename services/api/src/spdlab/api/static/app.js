@@ -117,8 +117,10 @@ async function jobView(id, signal) {
 
   function linkResult(j) {
     const ref = j.result_ref || "";
-    const m = ref.match(/^graphs?:(\d+)/);
-    if (m) main.firstChild.append(el("p", {}, el("a", { href: `#/graphs/${m[1]}` }, `Open graph ${m[1]}`)));
+    const m = ref.match(/^graphs:([\d,]+)$/);
+    if (!m) return;
+    const links = m[1].split(",").map((g) => el("a", { href: `#/graphs/${g}` }, `graph ${g}`));
+    main.firstChild.append(el("p", {}, "Open ", ...links.flatMap((a, i) => (i ? [", ", a] : [a]))));
   }
 }
 
@@ -190,7 +192,7 @@ function renderGraph(g) {
     svg.append(c);
   });
   layers.forEach((l, i) => { const t = ns("text", { x: 2, y: H - 27 - i * rowH }); t.textContent = l; svg.append(t); });
-  (g.tokens || []).forEach((tok, p) => { const t = ns("text", { x: 40 + p * ((W - 60) / nPos), y: H - 5 }); t.textContent = tok; svg.append(t); });
+  (g.prompt_tokens || g.tokens || []).forEach((tok, p) => { const t = ns("text", { x: 40 + p * ((W - 60) / nPos), y: H - 5 }); t.textContent = tok; svg.append(t); });
   return svg;
 }
 
