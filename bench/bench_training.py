@@ -2,9 +2,12 @@
 
 Cases: TMS 5-2 (research config, batch 4096) and the `llama_mlp_vector` research fixture
 (LlamaSimpleMLP, 16×32 tokens); plus a demo decomposition when `spdlab.core.demo` provides one.
-Each case also times the plain target forward as a reference in the same run.
+Each case also times the plain target forward as a reference in the same run, and (with
+`--reference`) the training step with the CI functions' `ParallelLinear` computed by the plain
+batched einsum, i.e. before its width-1 / shared-input fast paths. Wall time is noisy on a shared
+box, so the per-step process CPU time is printed too (equal to wall time for one thread when idle).
 
-    .venv/bin/python bench/bench_training.py [--steps N] [--threads T]
+    .venv/bin/python bench/bench_training.py [--steps N] [--threads T] [--reference]
 """
 
 import argparse
@@ -18,6 +21,7 @@ import torch
 import yaml
 
 from spdlab.common.spd_config import Config, parse_config
+from spdlab.core.ci_functions.blocks import ParallelLinear
 from spdlab.core.component_model import ComponentModel, OutputWithCache, build_component_model
 from spdlab.core.data.sparse_features import sparse_feature_batches
 from spdlab.core.targets.tms import TMSModel, TMSModelConfig
@@ -75,8 +79,27 @@ def demo_case() -> tuple[str, Config, ComponentModel, Callable[[], Iterator[torc
     return factory() if factory is not None else None
 
 
+def einsum_parallel_linear(self: ParallelLinear, x: torch.Tensor) -> torch.Tensor:
+    """The reference `ParallelLinear` forward: one batched einsum for every shape."""
+    return torch.einsum("...ci,cio->...co", x, self.W) + self.b
+
+
+def time_steps(config: Config, model: ComponentModel, make_batches: Callable[[], Iterator[torch.Tensor]],
+               steps: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds per training iteration, after a 2-step warm-up run."""
+    def run(n: int) -> None:
+        run_cfg = config.model_copy(update={"steps": n, "faithfulness_warmup_steps": 0, "train_log_freq": 10**9})
+        decompose(run_cfg, model, make_batches(), None, progress=lambda *a: None, should_cancel=lambda: False,
+                  on_log=lambda s, v: None, on_checkpoint=None)
+
+    run(2)
+    wall, cpu = time.perf_counter(), time.process_time()
+    run(steps)
+    return (time.perf_counter() - wall) / (steps + 1), (time.process_time() - cpu) / (steps + 1)
+
+
 def bench(name: str, config: Config, model: ComponentModel, make_batches: Callable[[], Iterator[torch.Tensor]],
-          steps: int) -> None:
+          steps: int, reference: bool) -> None:
     batch = next(make_batches())
     tokens = batch.numel() if batch.dtype == torch.long else batch.shape[0]
     repeats = max(3, steps // 2)
@@ -89,22 +112,28 @@ def bench(name: str, config: Config, model: ComponentModel, make_batches: Callab
             model.calc_causal_importances(out.cache, sampling=config.sampling)
 
         t_ci = timed(ci_forward, repeats)
-    run_cfg = config.model_copy(update={"steps": steps, "faithfulness_warmup_steps": 0, "train_log_freq": 10**9})
-    started = time.perf_counter()
-    decompose(run_cfg, model, make_batches(), None, progress=lambda *a: None, should_cancel=lambda: False,
-              on_log=lambda s, v: None, on_checkpoint=None)
-    t_step = (time.perf_counter() - started) / (steps + 1)
+    t_step, cpu_step = time_steps(config, model, make_batches, steps)
     print(f"{name}: batch {tuple(batch.shape)}, {tokens} positions/batch")
     print(f"  target forward (reference) {1 / t_target:9.1f} batches/s  {tokens / t_target:12.0f} pos/s")
     print(f"  target fwd + CI forward    {1 / t_ci:9.1f} batches/s  {tokens / t_ci:12.0f} pos/s")
     print(f"  training step              {1 / t_step:9.2f} steps/s    {tokens / t_step:12.0f} pos/s"
-          f"  ({t_step / t_target:.0f}x a target forward)")
+          f"  ({t_step / t_target:.0f}x a target forward; CPU {1e3 * cpu_step:.1f} ms/step)")
+    if reference:
+        fast_forward = ParallelLinear.forward
+        ParallelLinear.forward = einsum_parallel_linear  # type: ignore[method-assign]
+        try:
+            t_ref, cpu_ref = time_steps(config, model, make_batches, steps)
+        finally:
+            ParallelLinear.forward = fast_forward  # type: ignore[method-assign]
+        print(f"  step, einsum ParallelLinear {1 / t_ref:8.2f} steps/s    {tokens / t_ref:12.0f} pos/s"
+              f"  (CPU {1e3 * cpu_ref:.1f} ms/step; fast paths {cpu_ref / cpu_step:.2f}x less CPU)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reference", action="store_true", help="also time the einsum ParallelLinear")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), float32 CPU")
@@ -114,7 +143,7 @@ def main() -> None:
     else:
         print("(no demo decomposition: spdlab.core.demo has no bench_case; skipped)")
     for case in cases:
-        bench(*case, steps=args.steps)
+        bench(*case, steps=args.steps, reference=args.reference)
 
 
 if __name__ == "__main__":

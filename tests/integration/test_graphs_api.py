@@ -47,7 +47,8 @@ def test_standard_graph_reproduces_fixture_and_is_computed_once(api, p8):
     assert graph["n_edges"] == want["n_edges"] and graph["stats"]["n_edges_cut_by_limit"] == 0
     assert graph["n_component_nodes"] == want["n_alive_component_nodes"]
     assert_strengths_close(graph_edges(graph), _expected_edges())
-    assert graph["prompt_tokens"] == [f"t{i}" for i in expected("p8_fp32")["token_ids"]]
+    ids = expected("p8_fp32")["token_ids"]
+    assert graph["prompt_tokens"] == [f"t{ids[0]}"] + [f" t{i}" for i in ids[1:]]
     top1 = [row[0]["token_id"] for row in want["output_top5_by_ci_masked_prob"]]
     out = graph["outputs"]
     first: dict[int, int] = {}

@@ -13,7 +13,8 @@ def test_prompt_from_text_and_from_ids(api):
     assert resp.status_code == 201, resp.text
     from_text = resp.json()
     assert from_text["token_ids"] == [5, 17, 200]
-    assert from_text["tokens"] == ["t5", "t17", "t200"]
+    # each token shows what it adds to the decoded text, as the research app displays it
+    assert from_text["tokens"] == ["t5", " t17", " t200"]
     from_ids = create_prompt(api, dec["id"], [5, 17, 200])
     assert from_ids["text"].split() == ["t5", "t17", "t200"]
     got = api.get(f"/api/v1/prompts/{from_ids['id']}").json()

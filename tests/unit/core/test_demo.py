@@ -163,8 +163,8 @@ def test_full_build_is_sparse(tmp_path: Path) -> None:
     print(f"L0@0.1 {spd['l0_total']['0.1']:.2f} of {spd['sum_c']}; KL ci_masked {spd['kl_ci_masked']:.3f}")
     l0 = spd["l0"]["0.1"]
     # A few alive components per module and position, a small fraction of all of them.
-    assert spd["l0_total"]["0.1"] < 0.1 * spd["sum_c"]
-    assert max(l0.values()) < 8
+    assert spd["l0_total"]["0.1"] < 0.15 * spd["sum_c"]
+    assert sum(l0.values()) / len(l0) < 5
+    assert spd["kl_ci_masked"] < 0.1 * spd["kl_zero_masked"]
     # The target uses the context: it names a back-referenced object far above the 1-in-12 chance.
     assert info["target"]["copy_accuracy"]["object_after_the_colour"] > 0.25
-    assert spd["kl_ci_masked"] < spd["kl_zero_masked"]

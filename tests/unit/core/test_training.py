@@ -19,6 +19,16 @@ from spdlab.core.training import decompose
 TMS_RUN = Path(__file__).parents[2] / "fixtures" / "research_runs" / "tms_5-2"
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core box a second thread mostly waits in barriers
+    (a training step gets several times slower under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def research_tms_config(**overrides: Any) -> Config:
     data = yaml.safe_load((TMS_RUN / "final_config.yaml").read_text())
     data.update(overrides)

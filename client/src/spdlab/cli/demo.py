@@ -87,7 +87,7 @@ def demo(
     demo_dir = Path(settings.data_dir).resolve() / "demo"
     info = _build_demo(demo_dir)
     typer.echo(f"demo decomposition: {info['spd']['sum_c']} components, "
-               f"{info['spd']['l0_total']:.1f} alive per position", err=True)
+               f"{info['spd']['l0_total']['0.1']:.1f} alive per position at CI > 0.1", err=True)
     stack = _start(settings, settings.api_host, port or settings.api_port, timeout)
     try:
         key = _admin_key(settings)

@@ -17,6 +17,7 @@ from spdlab.api.routes import (
     components,
     dataset_attributions,
     datasets,
+    decompose,
     decomposition_import,
     decompositions,
     graphs,
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.notifier = notifier
     app.state.metrics = Metrics(settings)
     install_error_handlers(app)
-    for module in (health, jobs, users, decomposition_import, decompositions, prompts, graphs, interventions):
+    for module in (health, jobs, users, decomposition_import, decompose, decompositions, prompts, graphs, interventions):
         app.include_router(module.router)
     app.include_router(graphs.prompt_router)
     app.include_router(interventions.graph_router)

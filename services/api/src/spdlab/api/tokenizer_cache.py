@@ -40,7 +40,21 @@ class TokenizerCache:
 
 
 def token_strings(tok: Tokenizer | None, ids: list[int]) -> list[str]:
-    """Display strings per id (`None` from the tokenizer → the id itself)."""
+    """Display strings of single tokens (output candidates, vocabulary entries): each id decoded on
+    its own, so byte-level BPE shows " ball" rather than its internal "Ġball"."""
     if tok is None:
         return [str(i) for i in ids]
-    return [s if (s := tok.id_to_token(i)) is not None else str(i) for i in ids]
+    return [tok.decode([i], skip_special_tokens=False) or tok.id_to_token(i) or str(i) for i in ids]
+
+
+def prompt_token_strings(tok: Tokenizer | None, ids: list[int]) -> list[str]:
+    """Display strings of a token sequence: what each token adds to the decoded text, so spaces a
+    decoder inserts between tokens show where they appear (" t162" after the first word)."""
+    if tok is None:
+        return [str(i) for i in ids]
+    prefixes = [tok.decode(ids[:n], skip_special_tokens=False) for n in range(len(ids) + 1)]
+    singles = token_strings(tok, ids)
+    return [
+        after[len(before):] if after.startswith(before) else single
+        for before, after, single in zip(prefixes[:-1], prefixes[1:], singles, strict=True)
+    ]

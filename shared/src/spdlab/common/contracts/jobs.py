@@ -17,6 +17,7 @@ from spdlab.common.contracts.dataset_attributions import (
     DatasetAttributionShardJobRequest,
 )
 from spdlab.common.contracts.datasets import DatasetTokenizeJobRequest
+from spdlab.common.contracts.decompose import DecomposeJobRequest
 from spdlab.common.contracts.graphs import (
     DecompositionImportJobRequest,
     InterventionJobRequest,
@@ -44,7 +45,8 @@ JobRequest = Annotated[
     | HarvestShardJobRequest
     | ProbeJobRequest
     | DatasetAttributionJobRequest
-    | DatasetAttributionShardJobRequest,
+    | DatasetAttributionShardJobRequest
+    | DecomposeJobRequest,
     Field(discriminator="kind"),
 ]
 JOB_REQUEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobRequest)
@@ -62,6 +64,7 @@ JOB_REQUEST_TYPES: tuple[type[BaseModel], ...] = (
     ProbeJobRequest,
     DatasetAttributionJobRequest,
     DatasetAttributionShardJobRequest,
+    DecomposeJobRequest,
 )
 
 

@@ -29,7 +29,7 @@ from spdlab.api.graph_deps import (
 from spdlab.api.graph_view import ViewParams, view
 from spdlab.api.neuronpedia import export_graph
 from spdlab.api.routes.jobs import submit_job
-from spdlab.api.tokenizer_cache import TokenizerCache, token_strings
+from spdlab.api.tokenizer_cache import TokenizerCache, prompt_token_strings, token_strings
 from spdlab.common.contracts.graphs import (
     GraphJobRequest,
     GraphSubmitOut,
@@ -137,7 +137,7 @@ def load_cached(session: Session, graph_id: int, cache: GraphCache, tokens: Toke
         static = {
             "summary": GraphSummary.model_validate(graph).model_dump(mode="json"),
             "prompt_token_ids": token_ids,
-            "prompt_tokens": token_strings(tok, token_ids),
+            "prompt_tokens": prompt_token_strings(tok, token_ids),
             "prompt_text": prompt.text,
             "outputs": output_table(arrays, strings),
             "token_strings": strings,

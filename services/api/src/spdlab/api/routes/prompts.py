@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from spdlab.api.deps import SessionDep, UserDep, ensure_owner_or_admin
 from spdlab.api.graph_deps import get_decomposition, get_prompt, tokenizer_cache, unprocessable
-from spdlab.api.tokenizer_cache import TokenizerCache, token_strings
+from spdlab.api.tokenizer_cache import TokenizerCache, prompt_token_strings
 from spdlab.common.contracts.graphs import PromptCreate, PromptOut, PromptPage
 from spdlab.common.models import Decomposition, Prompt
 
@@ -23,7 +23,7 @@ TokCacheDep = Annotated[TokenizerCache, Depends(tokenizer_cache)]
 
 def prompt_out(prompt: Prompt, tokens: TokenizerCache, decomposition: Decomposition) -> PromptOut:
     out = PromptOut.model_validate(prompt)
-    out.tokens = token_strings(tokens.get(decomposition.tokenizer_ref), list(prompt.token_ids))
+    out.tokens = prompt_token_strings(tokens.get(decomposition.tokenizer_ref), list(prompt.token_ids))
     return out
 
 

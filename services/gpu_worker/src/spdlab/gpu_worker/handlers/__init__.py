@@ -13,6 +13,7 @@ REGISTRY = HandlerRegistry("gpu")
 from spdlab.gpu_worker.handlers import (  # noqa: E402,F401  # noqa: E402,F401  (harvest family: datasets, shards, probes)
     dataset_attributions,
     datasets,
+    decompose,
     decompositions,
     graphs,
     harvest,
