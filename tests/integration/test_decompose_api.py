@@ -4,6 +4,9 @@ stack (API, broker, gpu worker), its registered decomposition, cancel, and the 4
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -109,3 +112,24 @@ def test_unknown_dataset_is_422(api: httpx.Client, research_config: dict[str, An
     resp = api.post(URL, json=body(config, data={"kind": "dataset", "dataset_id": 987654}))
     assert resp.status_code == 422, resp.text
     assert resp.json()["errors"][0]["field"] == "data.dataset_id"
+
+
+def test_cli_decompose_follows_to_a_decomposition(api: httpx.Client, stack: Any, admin_key: str,
+                                                  research_config: dict[str, Any], tmp_path: Path) -> None:
+    config_file = tmp_path / "spd.yaml"
+    config_file.write_text(yaml.safe_dump(short_config(research_config, 30, train_log_freq=4)))
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    script = Path(sys.executable).with_name("spdlab")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "spdlab.cli"]
+    env = {**os.environ, "SPDLAB_URL": stack.url, "SPDLAB_API_KEY": admin_key, "COLUMNS": "120"}
+    out = subprocess.run([*command, "decompositions", "decompose", "--config", str(config_file), "--target",
+                          str(TARGET), "--steps", "8", "--name", name, "--follow"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.split()[0]
+    assert f"job {job_id} succeeded" in out.stdout
+    job = api.get(f"/api/v1/jobs/{job_id}").json()
+    assert job["params"]["config"]["steps"] == 8 and job["params"]["target"]["kind"] == "toy_weights"
+    decomposition = api.get(f"/api/v1/decompositions/{job['result']['decomposition_id']}").json()
+    assert decomposition["name"] == name
+    assert [layer["concrete"] for layer in decomposition["summary"]["layers"]] == ["linear1", "linear2"]

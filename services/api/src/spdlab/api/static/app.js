@@ -168,7 +168,15 @@ function renderGraph(g) {
     return { layer: parts.join(":"), pos, idx };
   });
   const layers = [...new Set(keys.map((k) => k.layer))];
-  const order = (l) => (l === "embed" ? -1 : l === "output" ? 1e9 : layers.indexOf(l));
+  // Forward order: embed, then per block attention (q, k, v, o) before the MLP, then output.
+  const RANK = ["attn.q", "attn.k", "attn.v", "attn_fused.qkv", "attn.o", "attn_fused.o",
+    "mlp.up", "glu.gate", "glu.up", "mlp.down", "glu.down"];
+  const order = (l) => {
+    if (l === "embed") return -1;
+    if (l === "output") return 1e9;
+    const [block, ...rest] = l.split(".");
+    return +block * 100 + RANK.indexOf(rest.join("."));
+  };
   layers.sort((a, b) => order(a) - order(b));
   const nPos = Math.max(...keys.map((k) => k.pos)) + 1;
   const W = Math.max(600, nPos * 60), rowH = 46, H = layers.length * rowH + 40;
