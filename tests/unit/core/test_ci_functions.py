@@ -39,6 +39,33 @@ def test_linear_and_parallel_linear_layout_and_init():
     assert par(torch.randn(5, 1, 4)).shape == (5, 3, 2)  # singleton C broadcasts
 
 
+
+@pytest.mark.parametrize(
+    ("C", "d_in", "d_out", "x_shape"),
+    [(6, 1, 5, (7, 3, 6, 1)), (6, 5, 1, (7, 6, 5)), (6, 5, 4, (2, 7, 1, 5)), (1, 5, 4, (7, 1, 5))],
+    ids=["width1_input", "width1_output", "shared_input", "single_c"],
+)
+def test_parallel_linear_fast_paths_match_einsum(C: int, d_in: int, d_out: int, x_shape: tuple[int, ...]):
+    """The width-1 and shared-input shortcuts agree with the plain batched einsum, values and grads."""
+    torch.manual_seed(0)
+    par = ParallelLinear(C, d_in, d_out)
+    with torch.no_grad():
+        par.b.normal_()
+    x = torch.randn(*x_shape, requires_grad=True)
+    weight = torch.randn(*x_shape[:-2], C, d_out)
+    fast = par(x)
+    (fast * weight).sum().backward()
+    fast_grads = [t.grad.clone() for t in (x, par.W, par.b)]
+    for t in (x, par.W, par.b):
+        t.grad = None
+    ref = torch.einsum("...ci,cio->...co", x, par.W) + par.b
+    (ref * weight).sum().backward()
+    assert fast.shape == ref.shape and torch.allclose(fast, ref, rtol=1e-6, atol=1e-6)
+    for got, want in zip(fast_grads, (x.grad, par.W.grad, par.b.grad), strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    if d_in == 1:
+        assert torch.equal(fast, ref)  # an outer product: exact
+
 def test_layerwise_shapes_and_param_names():
     mlp = MLPCiFn(C=7, hidden_dims=[16])
     assert mlp(torch.randn(2, 3, 7)).shape == (2, 3, 7)
