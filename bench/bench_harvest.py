@@ -1,7 +1,7 @@
 """Harvest throughput for one worker, merge time, state size and peak memory; dataset attributions.
 
 Models: `fixture` (the research-code Llama fixture run, context 32) and `demo` (the bundled demo
-decomposition, when `spdlab.core.demo` provides a loader). Prints one block per model.
+decomposition, built first if missing). Prints one block per model.
 
     .venv/bin/python bench/bench_harvest.py --model fixture --windows 512 --shards 4
 """
@@ -30,10 +30,9 @@ def _load(name: str, device: str) -> Any | None:
         from spdlab.core.research_import import import_research_run
 
         return import_research_run(FIXTURE, device=device)
-    import spdlab.core.demo as demo
+    from spdlab.core.demo.build import load_demo
 
-    loader = next((getattr(demo, n) for n in ("load_demo_decomposition", "load_demo") if hasattr(demo, n)), None)
-    return None if loader is None else loader(device=device)
+    return load_demo(device=device)
 
 
 def _peak_rss_mib() -> float:
@@ -43,6 +42,16 @@ def _peak_rss_mib() -> float:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _reference_tokens_per_s(adapter: SPDAdapter, windows: torch.Tensor, batch_size: int, device: str) -> float:
+    """Throughput of the model work a harvest cannot avoid: the forward with CI, batch by batch."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for start in range(0, len(windows), batch_size):
+        adapter.run_batch(windows[start : start + batch_size].to(adapter.device))
+    _sync(device)
+    return windows.numel() / (time.perf_counter() - t0)
 
 
 def bench_model(name: str, args: argparse.Namespace) -> None:
@@ -69,6 +78,9 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
     _sync(args.device)
     dt = time.perf_counter() - t0
     print(f"  harvest 1 worker: {args.windows * seq / dt:,.0f} tokens/s ({dt:.2f} s)")
+    ref = _reference_tokens_per_s(adapter, windows, args.batch_size, args.device)
+    print(f"  reference (the adapter's forward + CI alone): {ref:,.0f} tokens/s; "
+          f"harvest bookkeeping costs {ref * dt / (args.windows * seq) - 1:.0%} on top")
     if args.device.startswith("cuda"):
         print(f"  peak GPU memory (shard): {torch.cuda.max_memory_allocated() / 2**20:,.1f} MiB")
     state_bytes = sum(t.numel() * t.element_size() for t in state_tensors(single).values())

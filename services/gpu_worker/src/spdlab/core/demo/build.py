@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from spdlab.core.callbacks import CancelFn, ProgressFn, check_cancel, no_progress
-from spdlab.core.checkpoints import MANIFEST_FILE, save_decomposition
+from spdlab.core.checkpoints import MANIFEST_FILE, load_decomposition, save_decomposition
 from spdlab.core.demo.decompose_demo import DemoSpdSettings, decompose_target, demo_spd_config
 from spdlab.core.demo.evaluate import copy_accuracy, decomposition_metrics
 from spdlab.core.demo.stories import COLOURS, DEMO_PROMPTS, OBJECTS, corpus_text, generate_stories
@@ -196,6 +196,11 @@ def save_demo(directory: Path, loaded: LoadedDecomposition, info: dict) -> None:
 def ensure_demo(directory: Path | str | None = None, progress: ProgressFn | None = None) -> Path:
     """The demo checkpoint directory, building it first if needed (minutes, once)."""
     return build_demo(None if directory is None else Path(directory), progress=progress or no_progress)
+
+
+def load_demo(directory: Path | str | None = None, *, device: str | torch.device = "cpu") -> LoadedDecomposition:
+    """The demo decomposition, loaded (and built first if needed) — for benchmarks and notebooks."""
+    return load_decomposition(ensure_demo(directory), device=device)
 
 
 def print_progress(current: int, total: int, stage: str) -> None:
