@@ -56,11 +56,13 @@ def _transport_options(settings: Settings) -> dict[str, object]:
         return {"visibility_timeout": settings.visibility_timeout_s}
     queue_dir = settings.broker_dir / "queue"
     processed = settings.broker_dir / "processed"
-    queue_dir.mkdir(parents=True, exist_ok=True)
-    processed.mkdir(parents=True, exist_ok=True)
+    control = settings.broker_dir / "control"  # fanout/pidbox state; kombu's default is ./control
+    for folder in (queue_dir, processed, control):
+        folder.mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(queue_dir),
         "data_folder_out": str(queue_dir),
+        "control_folder": str(control),
         "processed_folder": str(processed),
         "store_processed": False,
         "polling_interval": 0.2,
