@@ -133,3 +133,26 @@ def test_lost_claim_writes_nothing(settings: Settings, owner):  # type: ignore[n
     job, events = _state(settings, job_id)
     assert seen == [True] and job.status == "running" and job.error is None
     assert not any(e.type in ("failed", "succeeded") for e in events)
+
+
+def test_park_releases_the_claim_until_the_next_message(settings: Settings, owner):  # type: ignore[no-untyped-def]
+    job_id = _submit(settings, owner)
+    calls: list[int] = []
+
+    def parks_once(ctx: JobContext) -> dict | None:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            assert ctx.park("waiting for something")
+            return None
+        return {"second": True}
+
+    registry = _registry(test_sleep=parks_once)
+    assert run_job(job_id, registry=registry, worker="w", settings=settings) == "parked"
+    job, events = _state(settings, job_id)
+    assert job.status == "running" and job.claim_token is None and job.heartbeat_at is None and job.attempts == 0
+    assert events[-1].type == "log" and events[-1].data["message"] == "waiting for something"
+    # Parked, not stale: the sweep leaves it alone; the next message claims it as attempt 1 again.
+    with session_scope(settings) as session:
+        assert jobs.requeue_stale(session, stale_after_s=0.0) == []
+    assert run_job(job_id, registry=registry, worker="w2", settings=settings) == "succeeded"
+    assert calls == [1, 1] and _state(settings, job_id)[0].result == {"second": True}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from attribution_reference import reference_edges
+from research_fixtures import RESEARCH_RUNS
 
 from spdlab.common.spd_config import LayerwiseCiConfig
 from spdlab.core.attribution import AttributionConfig, compute_attribution_graph
@@ -21,17 +20,11 @@ from spdlab.core.research_import import import_research_run
 from spdlab.core.targets import LlamaSimpleMLP, LlamaSimpleMLPConfig
 from spdlab.core.topology import TransformerTopology
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "research_runs"
+FIXTURES = RESEARCH_RUNS
 LM_RUNS = ["llama_mlp_vector", "gpt2_simple_global"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models: two threads only add synchronisation overhead (and the CI box has 2 shared cores).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Run:

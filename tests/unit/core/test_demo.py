@@ -31,6 +31,9 @@ from spdlab.core.demo.tokenizer import encode_corpus, load_tokenizer, save_token
 from spdlab.core.demo.train_target import TargetTrainConfig
 from spdlab.core.masks import make_mask_infos
 
+# Tiny ops: on a shared CPU a second thread mostly spins (the build CLI also uses one).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = DemoRecipe(
     n_train_stories=300,
     n_eval_stories=40,
@@ -107,15 +110,6 @@ def test_tokenizer_is_deterministic_and_saves(tokenizer, tmp_path: Path) -> None
 
 
 # --- builds --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny ops: on a shared CPU a second thread mostly spins (the build CLI also uses one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tiny_build_saves_a_checkpoint_that_reloads_identically(tmp_path: Path) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
+from research_fixtures import RESEARCH_RUNS
 
 from spdlab.core.graph import InvalidNodesError
 from spdlab.core.intervention import InterventionResult, compute_intervention
@@ -16,15 +15,10 @@ from spdlab.core.prompt_losses import CELoss
 from spdlab.core.research_import import import_research_run
 from spdlab.core.topology import TransformerTopology
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "research_runs"
+FIXTURES = RESEARCH_RUNS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Run:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from research_fixtures import RESEARCH_RUNS
 
 from spdlab.core.losses.importance_minimality import importance_minimality_loss
 from spdlab.core.optimize_ci import (
@@ -24,15 +23,10 @@ from spdlab.core.optimize_ci import (
 from spdlab.core.prompt_losses import CELoss, KLLoss
 from spdlab.core.research_import import import_research_run
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "research_runs"
+FIXTURES = RESEARCH_RUNS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 """TMS 5-2 decomposed with the research config (10k steps) reaches the known solution (spec §8 item 15).
 
-Slow: about 10k steps at batch 4096 (tens of minutes on an idle CPU core).
+Slow: 10k steps at batch 4096, one thread: ~65 ms/step on an idle core (~11 min), longer under load.
 """
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,13 +18,7 @@ N_FEATURES = 5
 CURVE_KEYS = ("StochasticReconLoss", "StochasticReconLayerwiseLoss", "ImportanceMinimalityLoss")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core box a second thread only adds barrier waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def print_curve(logs: dict[int, dict[str, float]], every: int) -> None:
@@ -37,6 +30,7 @@ def print_curve(logs: dict[int, dict[str, float]], every: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # overrides the suite's 600 s: 10k steps take ~10-25 min on the shared box
 def test_tms_5_2_recovers_one_component_per_feature() -> None:
     config = research_tms_config(steps=10_000)  # the shipped config's length (the fixture run is shortened)
     set_seed(config.seed)  # the research entry point seeds before building the components

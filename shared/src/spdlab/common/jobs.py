@@ -212,6 +212,22 @@ def record_log(session: Session, claim: Claim, message: str) -> bool:
     return True
 
 
+def park(session: Session, claim: Claim, message: str) -> bool:
+    """Give up the claim but stay ``running``: no token, no heartbeat, so the sweeper leaves the job
+    alone and a later message claims it again (a sharded parent waiting for its shards). Parking
+    does not count as an attempt. False if the claim was already lost."""
+    done = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(claim_token=None, heartbeat_at=None, attempts=Job.attempts - 1)
+        .returning(Job.id)
+    ).first()
+    if done is None:
+        return False
+    append_event(session, claim.job_id, "log", {"message": message[:4000]})
+    return True
+
+
 def _finalize(session: Session, claim: Claim, status: str, event_data: dict[str, Any], **values: Any) -> bool:
     done = session.execute(
         update(Job)

@@ -27,7 +27,8 @@ from spdlab.common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-RunOutcome = Literal["succeeded", "failed", "cancelled", "lost", "skipped"]
+# "parked": the handler released its claim on purpose (`JobContext.park`); no final state was written.
+RunOutcome = Literal["succeeded", "failed", "cancelled", "lost", "skipped", "parked"]
 
 
 class JobCancelledError(Exception):
@@ -89,6 +90,7 @@ class JobContext:
     _watcher: ClaimWatcher
     _last_progress: float = field(default=float("-inf"))
     _last_stage: str | None = None
+    parked: bool = False
 
     def progress(self, current: float, total: float | None = None, stage: str | None = None) -> None:
         """Throttled into the job row and the event stream; stage changes and completion always go."""
@@ -113,6 +115,22 @@ class JobContext:
         """Sleep that wakes at once on a cancel request."""
         if self._watcher.cancelled.wait(seconds):
             raise JobCancelledError()
+
+    def park(self, message: str) -> bool:
+        """Release this job's claim on purpose, leaving it ``running`` until a later message claims
+        it again (a sharded parent waiting for its shards, see `spdlab.common.shard_jobs`).
+
+        The handler must return right after: the runner writes no final state for a parked job, and
+        its heartbeat stops. Parking does not count as an attempt; ``message`` goes to the event
+        stream. Returns False when the claim was already lost (another worker owns the job).
+        """
+        self._watcher.stop()  # first, so a heartbeat cannot race the release and flag the claim lost
+        with session_scope(self.settings) as session:
+            self.parked = jobs.park(session, self._claim, message)
+        if not self.parked:
+            self._watcher.lost = True
+            self._watcher.cancelled.set()
+        return self.parked
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
@@ -161,6 +179,7 @@ def _execute(claim: jobs.Claim, registry: HandlerRegistry, watcher: ClaimWatcher
     ref: str | None = None
     error: tuple[str, str] | None = None
     outcome: RunOutcome = "succeeded"
+    ctx: JobContext | None = None
     try:
         handler = registry.get(claim.kind)
         if handler is None:
@@ -177,6 +196,8 @@ def _execute(claim: jobs.Claim, registry: HandlerRegistry, watcher: ClaimWatcher
     except Exception as exc:
         log.error("job %s (%s) crashed:\n%s", claim.job_id, claim.kind, traceback.format_exc())
         outcome, error = "failed", ("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
+    if ctx is not None and ctx.parked:
+        return "parked"
     if watcher.lost:
         return "lost"
     with session_scope(settings) as session:

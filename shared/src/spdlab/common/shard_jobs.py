@@ -5,10 +5,11 @@ of truth), and a parent that waited for its children would deadlock a gpu worker
 task at a time. Instead the parent's life is a short sequence of ordinary claims:
 
 1. **Plan** (first claim of the parent): insert one child job row per shard plus a `job_shards`
-   row linking it (idempotent on `(parent, index)`), publish the children, then **park**: a fenced
-   update drops the parent's claim token and heartbeat while leaving it `running` (so clients see a
-   running job). The runner's own final write is then fenced out, the worker is free at once, and
-   the sweeper ignores the parent (no heartbeat to go stale). Parking does not count as an attempt.
+   row linking it (idempotent on `(parent, index)`), publish the children, then **park**
+   (`JobContext.park`): a fenced update drops the parent's claim token and heartbeat while leaving
+   it `running` (so clients see a running job). The runner writes no final state, the worker is
+   free at once, and the stale-claim sweep ignores the parent (no heartbeat to go stale). Parking
+   does not count as an attempt.
 2. **Shards** run as normal jobs (redelivery, stale-claim takeover, checkpoints). Each handler
    records its outcome in `job_shards` *before* returning (the runner writes the job status only
    afterwards, so job statuses could not decide "all done" without a race), then **wakes** the
@@ -22,6 +23,12 @@ task at a time. Instead the parent's life is a short sequence of ordinary claims
 Lost wake-ups are impossible: the parent re-checks the outcomes *after* parking and wakes itself
 when they are complete, and a shard checks *after* committing its outcome; whichever commits last
 sees the other's write. Duplicate wake-ups are harmless (the claim skips a claimed job).
+
+A shard can also end without running its handler's last step: the platform gives up on it after
+`max_job_attempts` lost workers, or it is cancelled while still queued, or its params no longer
+parse. The worker's sweeper calls `settle_orphans`, which records such a shard's outcome from its
+job row (its error message included) and wakes the parent, so the parent fails naming the shard
+instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -32,14 +39,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from spdlab.common import jobs
 from spdlab.common.broker import publish_job
 from spdlab.common.db import session_scope
 from spdlab.common.events import append_event
 from spdlab.common.harvest_tables import JobShard
-from spdlab.common.models import ACTIVE_STATUSES, Job, utcnow
+from spdlab.common.models import ACTIVE_STATUSES, FINAL_STATUSES, Job, utcnow
 from spdlab.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,20 +115,6 @@ def ensure_children(settings: Settings, parent_job_id: str, child_kind: str, cou
     return child_ids
 
 
-def park(settings: Settings, claim: jobs.Claim, message: str) -> bool:
-    """Release the parent's claim, leaving it `running` with no heartbeat (see the module doc)."""
-    with session_scope(settings) as session:
-        done = session.execute(
-            update(Job)
-            .where(Job.id == claim.job_id, Job.claim_token == claim.token, Job.status == "running")
-            .values(claim_token=None, heartbeat_at=None, attempts=Job.attempts - 1)
-            .returning(Job.id)
-        ).first()
-        if done is not None:
-            append_event(session, claim.job_id, "log", {"message": message})
-    return done is not None
-
-
 def wake(settings: Settings, parent_job_id: str) -> None:
     """Publish the parent so a worker claims it (only a parked or queued parent is claimable)."""
     with session_scope(settings) as session:
@@ -150,6 +143,27 @@ def finish_shard(settings: Settings, parent_job_id: str, index: int, outcome: st
         cancel_children(settings, parent_job_id)
     if state.done == state.count or outcome != "succeeded":
         wake(settings, parent_job_id)
+
+
+def settle_orphans(settings: Settings) -> list[str]:
+    """Record the outcome of every shard whose job ended without recording it (see the module doc)
+    while its parent is still active, as the shard's own last step would; returns the parents."""
+    parent = aliased(Job)
+    with session_scope(settings) as session:
+        orphans = session.execute(
+            select(JobShard.parent_job_id, JobShard.shard_index, Job.status, Job.error)
+            .join(Job, Job.id == JobShard.child_job_id)
+            .join(parent, parent.id == JobShard.parent_job_id)
+            .where(JobShard.outcome.is_(None), Job.status.in_(FINAL_STATUSES), parent.status.in_(ACTIVE_STATUSES))
+            .order_by(JobShard.parent_job_id, JobShard.shard_index)
+        ).all()
+    for row in orphans:
+        error = (row.error or {}).get("message") or f"shard job ended {row.status} without reporting"
+        log.warning("shard %d of job %s ended %s without an outcome", row.shard_index, row.parent_job_id,
+                    row.status)
+        finish_shard(settings, row.parent_job_id, row.shard_index, row.status,
+                     None if row.status == "succeeded" else error)
+    return sorted({row.parent_job_id for row in orphans})
 
 
 def parent_stopping(settings: Settings, parent_job_id: str) -> bool:

@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy import delete
 from sqlalchemy.exc import OperationalError
 
-from spdlab.common import jobs
+from spdlab.common import jobs, shard_jobs
 from spdlab.common.broker import broker_epoch, publish_job, task_name
 from spdlab.common.db import session_scope
 from spdlab.common.models import Job, Worker, utcnow
@@ -41,7 +41,8 @@ def make_run_task(app: Celery, registry: HandlerRegistry) -> Task:
 
 
 def sweep(settings: Settings) -> list[str]:
-    """Re-publish jobs whose message may be lost (stale claim, broker restart, missed dispatch)."""
+    """Re-publish jobs whose message may be lost (stale claim, broker restart, missed dispatch) and
+    settle shards that ended without telling their parent; returns the re-published job ids."""
     epoch = broker_epoch(settings)
     with session_scope(settings) as session:
         todo = jobs.requeue_stale(session, stale_after_s=settings.stale_claim_after_s)
@@ -58,7 +59,8 @@ def sweep(settings: Settings) -> list[str]:
             session.query(Job).filter(Job.id.in_(failed)).update({Job.dispatched_at: None})
     if todo:
         log.info("re-dispatched %d job(s)", len(todo) - len(failed))
-    return [job_id for job_id, _ in todo if job_id not in failed]
+    settled = shard_jobs.settle_orphans(settings)
+    return [job_id for job_id, _ in todo if job_id not in failed] + settled
 
 
 class WorkerMonitor(threading.Thread):

@@ -1,6 +1,6 @@
 """A small deterministic decomposition adapter for harvest tests (no model files needed)."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -85,11 +85,3 @@ class FakeAdapter:
             activations={n: {"causal_importance": ci[n], "component_activation": acts[n]} for n in ci},
             output_probs=probs,
         )
-
-
-def one_torch_thread() -> Iterator[None]:
-    """Tiny tensors on a shared 2-core box: intra-op threads only add contention (10-100× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

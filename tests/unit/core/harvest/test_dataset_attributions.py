@@ -1,12 +1,10 @@
 """Dataset attributions on the fixture model: batched sums equal a per-example, per-target recount."""
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from harvest_fakes import one_torch_thread
 from torch import Tensor, nn
 
 from spdlab.core.harvest.dataset_attributions import (
@@ -30,9 +28,7 @@ N_WIN, SEQ, N_ALIVE = 3, 12, 3
 CI_THRESHOLD = 0.05
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    yield from one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,8 @@
 """Reservoir sampling: uniform over firings (chi-square over many seeds), exact merges, clipped windows."""
 
-from collections.abc import Iterator
 
 import pytest
 import torch
-from harvest_fakes import one_torch_thread
 
 from spdlab.core.harvest.reservoir import (
     EMPTY_KEY,
@@ -15,10 +13,7 @@ from spdlab.core.harvest.reservoir import (
     update_reservoir,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    yield from one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # chi-square critical value, 11 degrees of freedom, p = 0.001

@@ -1,12 +1,11 @@
 """Every harvest statistic against a brute-force Python recount; exact shard merges; save/resume."""
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from harvest_fakes import FakeAdapter, one_torch_thread
+from harvest_fakes import FakeAdapter
 
 from spdlab.core.callbacks import Cancelled
 from spdlab.core.harvest.adapter import flatten_batch
@@ -29,10 +28,7 @@ from spdlab.core.harvest.stats import (
     top_correlated,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    yield from one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 V, N_WIN, SEQ = 11, 14, 8

@@ -35,8 +35,8 @@ def drive_parent(ctx: JobContext, child_kind: str, n_shards: int) -> bool:
     state = _check(ctx)
     if state.complete:
         return True
-    # The claim is private to the runner; parking is the one place a handler gives it up on purpose.
-    shard_jobs.park(settings, ctx._claim, f"waiting for {state.count - state.done} of {state.count} shards")
+    if not ctx.park(f"waiting for {state.count - state.done} of {state.count} shards"):
+        return False  # the claim was lost: whoever holds the parent now drives it
     state = _check_quietly(ctx)
     if state.complete or state.stopped:
         shard_jobs.wake(settings, ctx.job_id)  # a shard finished between our check and the park
@@ -113,7 +113,8 @@ def run_shard(ctx: JobContext, stage: str, body: Callable[[_ParentWatch], tuple[
 
 
 class ShardCheckpoints:
-    """Shard states as artifacts `<prefix>/shard-<i>.safetensors`, moved through a local temp dir."""
+    """Shard states as artifacts `<prefix>/shard-<i>.safetensors` and the merged state as
+    `<prefix>/merged.safetensors`, moved through a local temp dir."""
 
     def __init__(self, artifacts: ArtifactStore, prefix: str) -> None:
         self.artifacts, self.prefix = artifacts, prefix.rstrip("/")
@@ -121,17 +122,40 @@ class ShardCheckpoints:
     def key(self, index: int) -> str:
         return f"{self.prefix}/shard-{index}.safetensors"
 
+    @property
+    def merged_key(self) -> str:
+        return f"{self.prefix}/merged.safetensors"
+
     def save(self, index: int, writer: Callable[[Path], None]) -> None:
+        self._put(self.key(index), writer)
+
+    def load(self, index: int, reader: Callable[[Path], T]) -> T | None:
+        return self._get(self.key(index), reader)
+
+    def merged_only(self) -> bool:
+        """The merge stored its state and deleted the shard states: a re-run reuses the merged one."""
+        return self.artifacts.exists(self.merged_key) and not self.artifacts.exists(self.key(0))
+
+    def save_merged(self, writer: Callable[[Path], None]) -> None:
+        self._put(self.merged_key, writer)
+
+    def load_merged(self, reader: Callable[[Path], T]) -> T:
+        state = self._get(self.merged_key, reader)
+        if state is None:
+            raise JobFailedError(f"{self.merged_key} is missing", "shard_state_missing")
+        return state
+
+    def _put(self, key: str, writer: Callable[[Path], None]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "state.safetensors"
             writer(path)
-            self.artifacts.put_file(self.key(index), path)
+            self.artifacts.put_file(key, path)
 
-    def load(self, index: int, reader: Callable[[Path], T]) -> T | None:
-        if not self.artifacts.exists(self.key(index)):
+    def _get(self, key: str, reader: Callable[[Path], T]) -> T | None:
+        if not self.artifacts.exists(key):
             return None
         with tempfile.TemporaryDirectory() as tmp:
-            return reader(self.artifacts.get_file(self.key(index), Path(tmp) / "state.safetensors"))
+            return reader(self.artifacts.get_file(key, Path(tmp) / "state.safetensors"))
 
     def stream(self, count: int, reader: Callable[[Path], T]) -> Iterator[T]:
         """Every shard's state in order, one at a time (the merge holds one besides its accumulator)."""

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spdlab.common.contracts.harvest import MAX_SHARDS, JobBrief, ShardParams
+from spdlab.common.contracts.harvest import ShardedRunOut, ShardedRunParams, ShardParams
 
 AttributionMetric = Literal["attr", "attr_abs"]
 Direction = Literal["sources", "targets"]
@@ -29,11 +28,8 @@ class AttributionConfigSpec(_Strict):
     max_chunk_bytes: int = Field(default=256 * 2**20, ge=1)
 
 
-class DatasetAttributionParams(_Strict):
-    decomposition_id: int = Field(ge=1)
-    dataset_id: int = Field(ge=1)
+class DatasetAttributionParams(ShardedRunParams):
     config: AttributionConfigSpec = AttributionConfigSpec()
-    n_shards: int = Field(default=1, ge=1, le=MAX_SHARDS)
 
 
 class DatasetAttributionJobRequest(_Strict):
@@ -55,20 +51,8 @@ class DatasetAttributionResult(BaseModel):
     merge_s: float
 
 
-class DatasetAttributionOut(BaseModel):
-    id: int
-    owner_id: int
-    decomposition_id: int
-    dataset_id: int
-    config: dict[str, Any]
-    n_shards: int
-    status: str
-    n_tokens: int | None
-    artifact_ref: str | None
-    job_id: str
-    created_at: datetime
-    finished_at: datetime | None
-    job: JobBrief | None = None
+class DatasetAttributionOut(ShardedRunOut):
+    """A dataset attribution run: the shared run columns only (results are per-component rows)."""
 
 
 class AttributionEntryOut(BaseModel):

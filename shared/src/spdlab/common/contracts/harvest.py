@@ -43,11 +43,16 @@ class HarvestConfigSpec(_Strict):
     seed: int = 0
 
 
-class HarvestParams(_Strict):
+class ShardedRunParams(_Strict):
+    """Params of a sharded run's parent job over a tokenized dataset; each kind adds its `config`."""
+
     decomposition_id: int = Field(ge=1)
     dataset_id: int = Field(ge=1)
-    config: HarvestConfigSpec = HarvestConfigSpec()
     n_shards: int = Field(default=1, ge=1, le=MAX_SHARDS)
+
+
+class HarvestParams(ShardedRunParams):
+    config: HarvestConfigSpec = HarvestConfigSpec()
 
 
 class HarvestJobRequest(_Strict):
@@ -87,7 +92,9 @@ class HarvestResult(BaseModel):
     merge_s: float
 
 
-class HarvestOut(BaseModel):
+class ShardedRunOut(BaseModel):
+    """A sharded run's row with its parent job; each kind adds its own result columns."""
+
     id: int
     owner_id: int
     decomposition_id: int
@@ -96,12 +103,15 @@ class HarvestOut(BaseModel):
     n_shards: int
     status: str
     n_tokens: int | None
-    n_components: int | None
     artifact_ref: str | None
     job_id: str
     created_at: datetime
     finished_at: datetime | None
     job: JobBrief | None = None
+
+
+class HarvestOut(ShardedRunOut):
+    n_components: int | None
     shards: list[JobBrief] = Field(default_factory=list)
 
 

@@ -48,7 +48,7 @@ def create_run(body: DatasetAttributionParams, response: Response, user: UserDep
     job = session.get(Job, job_out.id)
     assert job is not None
     row = ensure_run_row(session, DatasetAttributionRun, job, body)
-    response.headers["Location"] = f"/api/v1/dataset-attributions/{row.id}"  # type: ignore[attr-defined]
+    response.headers["Location"] = f"/api/v1/dataset-attributions/{row.id}"
     return DatasetAttributionOut.model_validate(run_view(session, row, with_shards=False))
 
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
 from spdlab.api.graph_deps import get_or_404, unprocessable
@@ -16,6 +15,7 @@ from spdlab.common.artifacts import artifact_store_from_settings
 from spdlab.common.contracts.harvest import HarvestJobRequest, HarvestOut, HarvestPage, HarvestParams
 from spdlab.common.harvest_tables import Dataset, Harvest
 from spdlab.common.models import ACTIVE_STATUSES, Job
+from spdlab.common.sharded_run_rows import RunParams, RunRow, get_or_create_run_row
 
 router = APIRouter(prefix="/api/v1/harvests", tags=["harvests"])
 
@@ -41,19 +41,9 @@ def harvest_out(session: SessionDep, row: Harvest, with_shards: bool = True) -> 
     return HarvestOut.model_validate(run_view(session, row, with_shards))
 
 
-def ensure_run_row(session: SessionDep, model: type, job: Job, params: object) -> object:
+def ensure_run_row(session: SessionDep, model: type[RunRow], job: Job, params: RunParams) -> RunRow:
     """The run row of a parent job (created here, or by a concurrent identical request)."""
-    row = session.scalar(select(model).where(model.job_id == job.id))  # type: ignore[attr-defined]
-    if row is not None:
-        return row
-    row = model(owner_id=job.owner_id, decomposition_id=params.decomposition_id,  # type: ignore[attr-defined]
-                dataset_id=params.dataset_id, config=params.config.model_dump(mode="json"),  # type: ignore[attr-defined]
-                n_shards=params.n_shards, status="queued", job_id=job.id)  # type: ignore[attr-defined]
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        row = session.scalar(select(model).where(model.job_id == job.id))  # type: ignore[attr-defined]
+    row = get_or_create_run_row(session, model, job, params, status="queued")
     session.commit()
     return row
 
@@ -67,7 +57,7 @@ def create_harvest(body: HarvestParams, response: Response, user: UserDep, sessi
     job = session.get(Job, job_out.id)
     assert job is not None
     row = ensure_run_row(session, Harvest, job, body)
-    response.headers["Location"] = f"/api/v1/harvests/{row.id}"  # type: ignore[attr-defined]
+    response.headers["Location"] = f"/api/v1/harvests/{row.id}"
     return harvest_out(session, row)  # type: ignore[arg-type]
 
 

@@ -4,7 +4,6 @@ Parameter names match the research code's `spd/pretrain/models/gpt2_simple.py`. 
 `(logits, loss)`.
 """
 
-import math
 from typing import Literal
 
 import torch
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from spdlab.core.targets.llama_simple_mlp import NewGELU
+from spdlab.core.targets.decoder_lm import MLP, DecoderLM
 
 
 class GPT2SimpleConfig(BaseModel):
@@ -60,31 +59,20 @@ class CausalSelfAttention(nn.Module):
         return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
-class MLP(nn.Module):
-    def __init__(self, config: GPT2SimpleConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.gelu = NewGELU()
-        self.down_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.gelu(self.c_fc(x)))
-
-
 class Block(nn.Module):
     def __init__(self, config: GPT2SimpleConfig):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = LayerNorm(config.n_embd)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config.n_embd, 4 * config.n_embd, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT2Simple(nn.Module):
+class GPT2Simple(DecoderLM):
     def __init__(self, config: GPT2SimpleConfig):
         super().__init__()
         self.config = config
@@ -94,29 +82,9 @@ class GPT2Simple(nn.Module):
         self.ln_f = LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # tied
-        self._init_weights(seed=42)
-
-    @torch.no_grad()
-    def _init_weights(self, seed: int) -> None:
-        rng = torch.Generator().manual_seed(seed)
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and name != "lm_head":
-                std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
-                module.weight.copy_(torch.randn(module.weight.shape, generator=rng) * std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=rng) * 0.02)
+        self.init_weights(config.n_layer)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         t = idx.shape[-1]
         assert t <= self.config.block_size, "sequence longer than block_size"
-        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
-        for block in self.h:
-            x = block(x)
-        logits = self.lm_head(self.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, -2), targets.long().flatten(), ignore_index=-1)
-        return logits, loss
+        return self.decode(self.wte(idx) + self.wpe(torch.arange(t, device=idx.device)), targets)

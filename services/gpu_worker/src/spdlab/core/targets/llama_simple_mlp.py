@@ -4,13 +4,14 @@ Parameter names match the research code's `spd/pretrain/models/llama_simple_mlp.
 checkpoints load strictly. Returns `(logits, loss)`; SPD reads element 0 (`idx_0`).
 """
 
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+from spdlab.core.targets.decoder_lm import MLP, DecoderLM
 
 
 class LlamaSimpleMLPConfig(BaseModel):
@@ -33,16 +34,6 @@ class LlamaSimpleMLPConfig(BaseModel):
     use_grouped_query_attention: bool = True
     flash_attention: bool = True
     rms_norm_eps: float = 1e-6
-
-
-def new_gelu(x: Tensor) -> Tensor:
-    """Tanh-approximation GELU, written out as the research code does."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-class NewGELU(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return new_gelu(x)
 
 
 class LlamaRMSNorm(nn.Module):
@@ -126,31 +117,20 @@ class CausalSelfAttention(nn.Module):
         return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
-class MLP(nn.Module):
-    def __init__(self, config: LlamaSimpleMLPConfig):
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.n_intermediate, bias=config.mlp_bias)
-        self.gelu = NewGELU()
-        self.down_proj = nn.Linear(config.n_intermediate, config.n_embd, bias=config.mlp_bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.gelu(self.c_fc(x)))
-
-
 class Block(nn.Module):
     def __init__(self, config: LlamaSimpleMLPConfig):
         super().__init__()
         self.rms_1 = LlamaRMSNorm(config.n_embd, eps=config.rms_norm_eps)
         self.attn = CausalSelfAttention(config)
         self.rms_2 = LlamaRMSNorm(config.n_embd, eps=config.rms_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config.n_embd, config.n_intermediate, bias=config.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.rms_1(x))
         return x + self.mlp(self.rms_2(x))
 
 
-class LlamaSimpleMLP(nn.Module):
+class LlamaSimpleMLP(DecoderLM):
     def __init__(self, config: LlamaSimpleMLPConfig):
         super().__init__()
         self.config = config
@@ -159,28 +139,8 @@ class LlamaSimpleMLP(nn.Module):
         self.ln_f = LlamaRMSNorm(config.n_embd, eps=config.rms_norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight  # tied
-        self._init_weights(seed=42)
-
-    @torch.no_grad()
-    def _init_weights(self, seed: int) -> None:
-        rng = torch.Generator().manual_seed(seed)
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and name != "lm_head":
-                std = residual_std if name.endswith(("o_proj", "down_proj")) else 0.02
-                module.weight.copy_(torch.randn(module.weight.shape, generator=rng) * std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=rng) * 0.02)
+        self.init_weights(config.n_layer)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         assert idx.shape[-1] <= self.config.block_size, "sequence longer than block_size"
-        x = self.wte(idx)
-        for block in self.h:
-            x = block(x)
-        logits = self.lm_head(self.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, -2), targets.long().flatten(), ignore_index=-1)
-        return logits, loss
+        return self.decode(self.wte(idx), targets)
