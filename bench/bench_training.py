@@ -11,7 +11,6 @@ box, so the per-step process CPU time is printed too (equal to wall time for one
 """
 
 import argparse
-import importlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,14 +68,25 @@ def lm_case() -> tuple[str, Config, ComponentModel, Callable[[], Iterator[torch.
     return "llama_mlp_vector", config, model, batches
 
 
-def demo_case() -> tuple[str, Config, ComponentModel, Callable[[], Iterator[torch.Tensor]]] | None:
-    """A demo decomposition, if the demo package offers `bench_case()` (skipped otherwise)."""
-    try:
-        demo = importlib.import_module("spdlab.core.demo")
-    except ImportError:
-        return None
-    factory = getattr(demo, "bench_case", None)
-    return factory() if factory is not None else None
+def demo_case() -> tuple[str, Config, ComponentModel, Callable[[], Iterator[torch.Tensor]]]:
+    """The bundled demo decomposition on windows of fresh demo stories (built first if missing)."""
+    from spdlab.core.demo.build import load_demo
+    from spdlab.core.demo.stories import corpus_text, generate_stories
+    from spdlab.core.demo.tokenizer import encode_corpus
+    from spdlab.core.demo.train_target import pack_windows
+
+    loaded = load_demo()
+    config, model = loaded.config, loaded.component_model
+    model.target_model.requires_grad_(False)
+    n_ctx = int(loaded.target_config.n_ctx)
+    windows = pack_windows(encode_corpus(loaded.tokenizer, corpus_text(generate_stories(12345, 400))), n_ctx)
+
+    def batches() -> Iterator[torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        while True:
+            yield windows[torch.randint(0, len(windows), (config.batch_size,), generator=g)]
+
+    return "demo", config, model, batches
 
 
 def einsum_parallel_linear(self: ParallelLinear, x: torch.Tensor) -> torch.Tensor:
@@ -137,11 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), float32 CPU")
-    cases = [tms_case(), lm_case()]
-    if (demo := demo_case()) is not None:
-        cases.append(demo)
-    else:
-        print("(no demo decomposition: spdlab.core.demo has no bench_case; skipped)")
+    cases = [tms_case(), lm_case(), demo_case()]
     for case in cases:
         bench(*case, steps=args.steps, reference=args.reference)
 
