@@ -4,7 +4,7 @@ Prints, per prompt length, nodes, edges, both times, their ratio, edges/s and th
 between the two edge sets (both paths run in the same process on the same inputs); then CI
 optimization steps/s.
 
-Models: `demo` (the bundled demo decomposition, context 64; built first if missing), `fixture`
+Models: `demo` (the bundled demo decomposition, context 128; built first if missing), `fixture`
 (the research-code Llama fixture run; its context is 32, so lengths are capped at 32) and `random`
 (a random LlamaSimpleMLP decomposition with context 128 and a given number of alive components per
 layer and position, so longer prompts can be measured).

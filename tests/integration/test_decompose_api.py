@@ -1,5 +1,6 @@
 """`POST /api/v1/decompositions/decompose` end to end: a short TMS 5-2 training run through the real
-stack (API, broker, gpu worker), its registered decomposition, cancel, and the 422s."""
+stack (API, broker, gpu worker), its registered decomposition, cancel, the 422s, and a short LM run
+of the llama fixture target on a registered dataset whose result serves a standard graph."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from graph_helpers import RUN as LLAMA_RUN
+from graph_helpers import canonical_map, compute, create_prompt, import_llama
+from harvest_helpers import ready_dataset
 from platform_helpers import read_sse, wait_job
 
 TMS_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "research_runs" / "tms_5-2"
@@ -133,3 +137,44 @@ def test_cli_decompose_follows_to_a_decomposition(api: httpx.Client, stack: Any,
     decomposition = api.get(f"/api/v1/decompositions/{job['result']['decomposition_id']}").json()
     assert decomposition["name"] == name
     assert [layer["concrete"] for layer in decomposition["summary"]["layers"]] == ["linear1", "linear2"]
+
+
+def test_decompose_llama_on_a_dataset_then_graph(api: httpx.Client, stack_env: dict[str, str]) -> None:
+    """An LM decompose of the llama fixture target on a registered dataset; the result serves graphs."""
+    imported = import_llama(api)
+    dataset = ready_dataset(api, stack_env, imported["id"], "decompose-lm-words", n_docs=40, seed=3)
+    config = yaml.safe_load((LLAMA_RUN / "final_config.yaml").read_text())
+    steps = 6
+    config.update(steps=steps, batch_size=4, eval_batch_size=4, n_eval_steps=1, faithfulness_warmup_steps=2,
+                  train_log_freq=3, eval_freq=steps, slow_eval_freq=steps)
+    config["task_config"]["max_seq_len"] = 8
+    request = {"name": f"llama-{uuid.uuid4().hex[:6]}", "config": config,
+               "target": {"kind": "run_dir", "path": str(LLAMA_RUN)},
+               "data": {"kind": "dataset", "dataset_id": dataset["id"]}}
+    resp = api.post(URL, json=request)
+    assert resp.status_code == 202, resp.text
+    job = wait_job(api, resp.json()["id"], timeout=60)
+    assert job["status"] == "succeeded", job
+    result = job["result"]
+    assert result["steps"] == steps and result["checkpoints"] == [steps]
+    assert {"FaithfulnessLoss", "StochasticReconSubsetLoss", "total"} <= set(result["metrics"]["losses"])
+    assert {"ce_kl/kl_ci_masked", "l0/0.0_total"} <= set(result["metrics"]["eval"])  # the LM eval metrics ran
+
+    decomposition = api.get(f"/api/v1/decompositions/{result['decomposition_id']}").json()
+    assert decomposition["source"] == "decompose" and decomposition["status"] == "ready"
+    got = {layer["concrete"]: layer["C"] for layer in decomposition["summary"]["layers"]}
+    want = {layer["concrete"]: layer["C"] for layer in imported["summary"]["layers"]}
+    assert got == want and len(got) == 12  # 2 blocks x 6 module patterns, C per pattern as configured
+    assert set(result["metrics"]["l0"]) == set(got)
+    assert all(0 <= result["metrics"]["l0"][path] <= c for path, c in got.items())
+    assert decomposition["summary"]["training"]["data"] == {"kind": "dataset", "dataset_id": dataset["id"]}
+
+    prompt = create_prompt(api, decomposition["id"], [1, 5, 9, 2])
+    (graph_id,), _ = compute(api, "graph.standard", prompt_id=prompt["id"])
+    graph = api.get(f"/api/v1/graphs/{graph_id}", params={"edge_limit": 100_000}).json()
+    assert graph["decomposition_id"] == decomposition["id"]
+    assert graph["prompt_tokens"] == ["t1", " t5", " t9", " t2"]
+    assert graph["n_edges"] > 0 and graph["n_component_nodes"] > 0
+    layers = {key.rsplit(":", 2)[0] for key, kind in zip(graph["nodes"]["key"], graph["nodes"]["kind"], strict=True)
+              if kind == 1}
+    assert layers and layers <= {canonical_map().get(c, c) for c in got} | set(got)

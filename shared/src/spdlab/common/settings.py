@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(default=4 * 2**30, ge=0)
     device: str = "auto"
     torch_threads: int = Field(default=1, ge=0)  # 0 = leave torch's default
+    # GPU worker: run graph / intervention / probe / harvest forward passes under bf16 autocast on CUDA
+    # (faster, less exact; float32 is the reference). Ignored, with a log line, on other devices.
+    autocast_bf16: bool = False
     # API: decoded graph blobs kept in process (graphs are immutable).
     graph_cache_bytes: int = Field(default=512 * 2**20, ge=0)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from spdlab.common.db import session_scope
 from spdlab.common.harvest_tables import Dataset
 from spdlab.common.runner import JobContext, JobFailedError
+from spdlab.common.settings import Settings
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -49,10 +50,12 @@ def load_windows(ctx: JobContext, dataset_id: int) -> Tensor:
         return load_file(str(path))[WINDOWS_TENSOR].to(torch.int64)
 
 
-def make_adapter(entry: LoadedEntry, context_length: int) -> SPDAdapter:
+def make_adapter(entry: LoadedEntry, context_length: int, settings: Settings) -> SPDAdapter:
+    """The SPD adapter over a loaded decomposition; its forward runs in bf16 when `settings` ask (CUDA)."""
     from spdlab.core.harvest.adapter import HFTokenEncoder
     from spdlab.core.harvest.spd_adapter import SPDAdapter
+    from spdlab.gpu_worker.autocast import autocast_dtype
 
     tok = entry.tokenizer
     return SPDAdapter(entry.model, None if tok is None else HFTokenEncoder(tok), context_length=context_length,
-                      sampling=entry.sampling)
+                      sampling=entry.sampling, autocast_dtype=autocast_dtype(settings, entry.device))

@@ -36,7 +36,7 @@ class DemoSpdSettings(BaseModel):
     ci_fn_type: Literal["vector_mlp", "shared_mlp"] = "shared_mlp"
     ci_hidden_dims: list[int] = [64]
     steps: int = 600
-    batch_size: int = 8
+    batch_size: int = 4
     lr: float = 2e-3
     importance_coeff: float = 3e-3
     pnorm: float = 2.0

@@ -19,6 +19,7 @@ from spdlab.common.contracts.graphs import (
 from spdlab.common.db import session_scope
 from spdlab.common.registry import HandlerResult
 from spdlab.common.runner import JobCancelledError, JobContext, JobFailedError
+from spdlab.gpu_worker.autocast import core_autocast
 from spdlab.gpu_worker.graph_columns import graph_arrays
 from spdlab.gpu_worker.graph_store import emit_event, existing_graph_ids, job_owner, load_prompt, store_graph
 from spdlab.gpu_worker.handlers import REGISTRY
@@ -107,7 +108,8 @@ def run_graph(ctx: JobContext) -> HandlerResult:
         owner = job_owner(ctx)
         with core_errors():
             entry = get_decomposition(decomposition_id, ctx.settings, ctx.artifacts)
-            computed = _compute(ctx, entry, params, token_ids, todo)
+            with core_autocast(ctx.settings, entry.device):
+                computed = _compute(ctx, entry, params, token_ids, todo)
         for (stored_params, key), (graph, summary) in zip(todo, computed, strict=True):
             arrays = graph_arrays(graph.to_numpy_columns(), {"graph_type": graph_type_of(ctx.kind)})
             ids[key], new = store_graph(

@@ -83,7 +83,7 @@ def run_harvest_shard_job(ctx: JobContext) -> ShardResult:
         from spdlab.core.harvest.stats import load_state, save_state
 
         inputs = shard_inputs(ctx, parent, PREFIX)
-        adapter = make_adapter(inputs.entry, int(inputs.windows.shape[1]))
+        adapter = make_adapter(inputs.entry, int(inputs.windows.shape[1]), ctx.settings)
         resume, resumed_from = inputs.resume(lambda p: load_state(p, adapter.device))
         if resumed_from:
             ctx.log(f"resuming shard {inputs.spec.index + 1}/{inputs.spec.count} after {resumed_from} windows")

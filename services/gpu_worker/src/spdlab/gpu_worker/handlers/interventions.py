@@ -12,6 +12,7 @@ from spdlab.common.db import session_scope
 from spdlab.common.graph_tables import Graph, Intervention
 from spdlab.common.registry import HandlerResult
 from spdlab.common.runner import JobContext, JobFailedError
+from spdlab.gpu_worker.autocast import core_autocast
 from spdlab.gpu_worker.graph_store import job_owner, load_prompt, store_intervention
 from spdlab.gpu_worker.handlers import REGISTRY
 from spdlab.gpu_worker.handlers.graphs import core_errors, prompt_loss
@@ -47,13 +48,14 @@ def run_intervention(ctx: JobContext) -> HandlerResult:
     with core_errors():
         entry = get_decomposition(decomposition_id, ctx.settings, ctx.artifacts)
         tok = entry.tokenizer
-        out = compute_intervention(
-            entry.model, torch.tensor(token_ids, device=entry.device), params.selected_nodes,
-            topology=entry.topology, sampling=entry.sampling,
-            loss=None if params.loss is None else prompt_loss(params.loss), nodes_to_ablate=params.nodes_to_ablate,
-            top_k=params.top_k, pgd=None if params.pgd is None else PGDSettings(params.pgd.n_steps, params.pgd.step_size),
-            seed=params.seed, decode=None if tok is None else tok.id_to_token,
-        )
+        with core_autocast(ctx.settings, entry.device):
+            out = compute_intervention(
+                entry.model, torch.tensor(token_ids, device=entry.device), params.selected_nodes,
+                topology=entry.topology, sampling=entry.sampling,
+                loss=None if params.loss is None else prompt_loss(params.loss), nodes_to_ablate=params.nodes_to_ablate,
+                top_k=params.top_k, seed=params.seed, decode=None if tok is None else tok.id_to_token,
+                pgd=None if params.pgd is None else PGDSettings(params.pgd.n_steps, params.pgd.step_size),
+            )
     regimes = {name: _regime(getattr(out, name)) for name in params.regimes if getattr(out, name) is not None}
     result = {"token_ids": out.token_ids, "label_position": out.label_position, "label_token": out.label_token,
               "regimes": regimes}

@@ -27,7 +27,7 @@ def run_probe(ctx: JobContext) -> ProbeResult:
         raise JobFailedError("text: no tokens", "empty_text")
     if max_len is not None and len(ids) > int(max_len):
         raise JobFailedError(f"text: {len(ids)} tokens, more than the model's context of {max_len}", "text_too_long")
-    adapter = make_adapter(entry, len(ids))
+    adapter = make_adapter(entry, len(ids), ctx.settings)
     layer = next((la for la in adapter.layers if params.layer in (la.canonical, la.name)), None)
     if layer is None:
         known = [la.canonical or la.name for la in adapter.layers]
