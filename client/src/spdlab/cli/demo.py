@@ -55,9 +55,12 @@ def _wait_job(client: Any, job_id: str, label: str) -> Any:
     return job
 
 
-def run_demo(client: Any, demo_dir: Path, prompt_text: str) -> tuple[str, str]:
-    """Import the demo, write the prompt, compute the standard graph; returns (prompt id, graph id)."""
-    job = client.decompositions.import_run(str(demo_dir.resolve()), "demo")
+def run_demo(client: Any, demo_dir: Path, prompt_text: str, name: str = "demo") -> tuple[str, str]:
+    """Import the demo, write the prompt, compute the standard graph; returns (prompt id, graph id).
+
+    The import is a get-or-compute job keyed on (path, name): a rebuilt demo must come with a new
+    name (the CLI uses the build's recipe hash) or the previous import is reused."""
+    job = client.decompositions.import_run(str(demo_dir.resolve()), name)
     if job.status != "succeeded":
         job = _wait_job(client, job.id, "importing the demo decomposition")
     decomposition_id = job.result["decomposition_id"]
@@ -92,10 +95,10 @@ def demo(
     try:
         key = _admin_key(settings)
         with SpdlabClient(stack.url, key) as client:
-            prompt_id, graph_id = run_demo(client, demo_dir, prompt)
+            prompt_id, graph_id = run_demo(client, demo_dir, prompt, name=f"demo-{info['recipe_hash']}")
             view = client.graphs.get(graph_id, normalize="layer", edge_limit=5)
         stats = view.stats
-        typer.echo(f"\nprompt {prompt_id}: {' '.join(view.prompt_tokens)}")
+        typer.echo(f"\nprompt {prompt_id}: {'|'.join(view.prompt_tokens)}")
         typer.echo(f"graph {graph_id}: {stats.get('n_edges_stored')} edges, "
                    f"{stats.get('l0_total')} component nodes")
         typer.echo(f"open it:   {stack.url}/ui/#/graphs/{graph_id}   (API key below)")
