@@ -34,7 +34,7 @@ demo: setup
 	.venv/bin/spdlab demo
 
 bench: setup services
-	$(PY) bench/run_all.py
+	for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf .venv var

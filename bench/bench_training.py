@@ -1,7 +1,7 @@
 """Throughput of the SPD training step: CI forward and full training steps (steps/s, tokens/s).
 
 Cases: TMS 5-2 (research config, batch 4096) and the `llama_mlp_vector` research fixture
-(LlamaSimpleMLP, 16×32 tokens); plus a demo decomposition when `spdlab.core.demo` provides one.
+(LlamaSimpleMLP, 16×32 tokens) and the bundled demo decomposition (built first if missing).
 Each case also times the plain target forward as a reference in the same run, and (with
 `--reference`) the training step with the CI functions' `ParallelLinear` computed by the plain
 batched einsum, i.e. before its width-1 / shared-input fast paths. Wall time is noisy on a shared
