@@ -104,6 +104,33 @@ def test_merge_equals_single_stream_and_is_batching_independent() -> None:
         assert torch.equal(torch.sort(whole.keys[comp]).values[: want.numel()], want)
 
 
+def _reference_key(seed: int, window: int, position: int, component: int) -> int:
+    """splitmix64 key in plain Python integers (mod 2^64), independent of torch's int64 wrapping."""
+    m, phi = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+    def mix(x: int) -> int:
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+        return x ^ (x >> 31)
+
+    window_state = mix((mix((seed * phi + phi) & m) + window * phi) & m)
+    return mix((window_state + ((position << 32) | component) * phi) & m) >> 2
+
+
+def test_keys_match_the_reference_hash() -> None:
+    # Pins the wrapping int64 arithmetic (products overflow on almost every element) and the key layout.
+    g = torch.Generator().manual_seed(4)
+    w = torch.cat([torch.randint(0, 1 << 40, (200,), generator=g), torch.tensor([0, 1, (1 << 62) + 5])])
+    s = torch.randint(0, 1 << 20, (w.numel(),), generator=g)
+    c = torch.randint(0, 1 << 31, (w.numel(),), generator=g)
+    for seed in (0, 7, -3, 1 << 40):
+        got = firing_keys(seed, w, s, c).tolist()
+        want = [_reference_key(seed, a, b, d) for a, b, d in zip(w.tolist(), s.tolist(), c.tolist(), strict=True)]
+        assert got == want
+        assert all(0 <= k < EMPTY_KEY for k in got)
+    assert len(set(firing_keys(0, w, s, c).tolist())) == w.numel()
+
+
 def test_windows_clipped_at_sequence_edges_record_the_offset() -> None:
     seq, h = 10, 3
     tokens = torch.arange(100, 100 + seq)[None, :]

@@ -1,7 +1,7 @@
 """Activation-example reservoirs: a uniform sample of each component's firings, with context windows.
 
 Every firing `(window, position, component)` gets a pseudo-random 62-bit key from a counter-based
-hash of those coordinates and the seed; a component's reservoir keeps the `k` firings with the
+hash of those coordinates and the seed (splitmix64 in wrapping int64 arithmetic, two mixes per key); a component's reservoir keeps the `k` firings with the
 smallest keys seen so far ("bottom-k" sampling). With i.i.d. uniform keys this is a uniform random
 k-subset of all firings, the same distribution as Algorithm R, but:
 - no per-batch cap (the research code kept ≤5 firings per component per batch, so dense components
@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 EMPTY_KEY = 1 << 62  # larger than every key (keys are < 2**62)
-_M32 = 0xFFFFFFFF
 
 
 @dataclass
@@ -77,38 +76,59 @@ def empty_reservoir(
 
 # --- keys ---------------------------------------------------------------------------------------
 
-
-def _mul32(x: Tensor, c: int) -> Tensor:
-    """`(x·c) mod 2^32` for `x < 2^32` held in int64, without signed overflow (16-bit halves)."""
-    lo = (x & 0xFFFF) * c
-    hi = (((x >> 16) * c) & 0xFFFF) << 16
-    return (lo + hi) & _M32
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64 increment (odd)
 
 
-def _mix32(x: Tensor) -> Tensor:
-    """A 32-bit integer finaliser ("lowbias32"): good avalanche, cheap, vectorised."""
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+def _i64(c: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    return c - (1 << 64) if c >= 1 << 63 else c
 
 
-def _hash_chain(salt: int, parts: Sequence[Tensor]) -> Tensor:
-    h = _mix32(torch.full_like(parts[0], salt & _M32))
-    for p in parts:
-        h = _mix32(h ^ _mix32(p & _M32))
-        h = _mix32(h + ((p >> 32) & _M32))
-    return h
+_MIX1, _MIX2, _STEP = _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB), _i64(_GOLDEN)
+
+
+def _srl(x: Tensor, r: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's `>>` is arithmetic on negative values)."""
+    return (x >> r) & ((1 << (64 - r)) - 1)
+
+
+def _mix64(x: Tensor) -> Tensor:
+    """The splitmix64 finaliser, a bijection on 64-bit words with full avalanche.
+
+    int64 multiplication wraps modulo 2^64 (two's complement) on CPU and CUDA, which is exactly the
+    unsigned product's low 64 bits; `test_keys_match_the_reference_hash` pins this against Python ints.
+    """
+    x = (x ^ _srl(x, 30)) * _MIX1
+    x = (x ^ _srl(x, 27)) * _MIX2
+    return x ^ _srl(x, 31)
+
+
+def _seed_word(seed: int) -> int:
+    """splitmix64 of the seed, as an int64 constant (Python ints, so no tensor round trip)."""
+    x = (seed * _GOLDEN + _GOLDEN) % (1 << 64)
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % (1 << 64)
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % (1 << 64)
+    return _i64(x ^ (x >> 31))
+
+
+def window_hashes(seed: int, window_index: Tensor) -> Tensor:
+    """Per-window stream state: `mix64(seed_word + window·φ)` (one per window, shared by its firings)."""
+    return _mix64(window_index.to(torch.int64) * _STEP + _seed_word(seed))
+
+
+def keys_in_windows(window_hash: Tensor, position: Tensor, component: Tensor) -> Tensor:
+    """62-bit keys `mix64(window_hash + (position·2^32 + component)·φ) >> 2`.
+
+    `(position, component)` packs injectively (position < 2^31, component < 2^32), so within a
+    window keys are distinct before truncation; across windows they are independent streams.
+    """
+    packed = (position.to(torch.int64) << 32) | component.to(torch.int64)
+    return _srl(_mix64(window_hash + packed * _STEP), 2)
 
 
 def firing_keys(seed: int, window_index: Tensor, position: Tensor, component: Tensor) -> Tensor:
     """62-bit keys, a deterministic function of (seed, window, position, component)."""
-    parts = [window_index.to(torch.int64), position.to(torch.int64), component.to(torch.int64)]
-    hi = _hash_chain(seed * 2 + 1, parts) >> 2  # 30 bits
-    lo = _hash_chain(seed * 2 + 2, parts)  # 32 bits
-    return (hi << 32) | lo
+    return keys_in_windows(window_hashes(seed, window_index), position, component)
 
 
 # --- insertion ----------------------------------------------------------------------------------
@@ -178,22 +198,42 @@ def update_reservoir(
     Batch row `b` is global window `window_start + b` (the key depends on it, not on the batching).
     """
     b, s, c = torch.nonzero(firing, as_tuple=True)
-    keys = firing_keys(res.seed, b + window_start, s, c)
+    offer_firings(res, tokens, firing, acts, window_start, b, s, c)
+
+
+def offer_firings(
+    res: Reservoir,
+    tokens: Tensor,
+    firing: Tensor,
+    acts: Mapping[str, Tensor],
+    window_start: int,
+    b: Tensor,
+    s: Tensor,
+    c: Tensor,
+) -> None:
+    """`update_reservoir` with the firings `(b, s, c)` = `nonzero(firing)` already found by the caller."""
+    if res.capacity == 0 or c.numel() == 0:
+        return
+    rows = torch.arange(window_start, window_start + tokens.shape[0], device=tokens.device)
+    keys = keys_in_windows(window_hashes(res.seed, rows)[b], s, c)
     h, seq = res.context_per_side, tokens.shape[1]
+
+    n_comp = firing.shape[2]
 
     def write(cand: Tensor, comp: Tensor, slot: Tensor) -> None:
         bb, ss = b[cand], s[cand]
         pos = ss[:, None] + torch.arange(-h, h + 1, device=tokens.device)
         valid = (pos >= 0) & (pos < seq)
-        pc = pos.clamp(0, seq - 1)
-        rows = bb[:, None].expand_as(pc)
-        cols = comp[:, None].expand_as(pc)
-        res.tokens[comp, slot] = torch.where(valid, tokens[rows, pc], -1)
-        res.firings[comp, slot] = firing[rows, pc, cols] & valid
+        tok_idx = bb[:, None] * seq + pos.clamp(0, seq - 1)  # flat [B·S] index: one gather, not three
+        val_idx = tok_idx * n_comp + comp[:, None]
+        dst = comp * res.capacity + slot  # flat [C·k] slot index
+        width = 2 * h + 1
+        res.tokens.view(-1, width)[dst] = torch.where(valid, tokens.reshape(-1)[tok_idx], -1)
+        res.firings.view(-1, width)[dst] = firing.reshape(-1)[val_idx] & valid
         for t, a in acts.items():
-            res.acts[t][comp, slot] = torch.where(valid, a[rows, pc, cols].float(), 0.0)
-        res.window_index[comp, slot] = bb + window_start
-        res.position[comp, slot] = ss
+            res.acts[t].view(-1, width)[dst] = torch.where(valid, a.reshape(-1)[val_idx].float(), 0.0)
+        res.window_index.view(-1)[dst] = bb + window_start
+        res.position.view(-1)[dst] = ss
 
     _insert(res, c, keys, write)
 

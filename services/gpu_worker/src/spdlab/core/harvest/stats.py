@@ -4,7 +4,8 @@ One flat component axis (layers concatenated in adapter order). Integer counts a
 co-occurrence `FᵀF` is a float32 matmul of 0/1 values in row chunks of < 2^24 (every partial sum
 is an exactly representable integer) with autocast off, then rounded to int64 — never bf16, which
 rounded per-batch counts above 256 in the research code. Input-token counts scatter only the
-firings (no `[C, N]` index). Float sums (activations, output probability mass) accumulate in float64.
+firings (no `[C, N]` index). Float sums (activations, output probability mass) accumulate in float64,
+so shard splits agree to float64 rounding (stored statistics are compared across splits at 1e-9).
 """
 
 import json
@@ -23,12 +24,12 @@ from spdlab.core.harvest.reservoir import (
     Reservoir,
     empty_reservoir,
     merge_reservoir_into,
+    offer_firings,
     reservoir_from_tensors,
     reservoir_tensors,
-    update_reservoir,
 )
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: splitmix64 reservoir keys (version-1 keys would not merge with these)
 _EXACT_ROWS = 1 << 23  # rows per fp32 count-matmul chunk: sums stay below 2^24, hence exact
 
 
@@ -99,24 +100,32 @@ def new_state(
 # --- update -------------------------------------------------------------------------------------
 
 
-def exact_gram(fire: Tensor) -> Tensor:
-    """`FᵀF` as int64 for a 0/1 matrix `[N, C]`, exact (fp32 chunks of < 2^24 rows, autocast off)."""
+def _firing_products(fire: Tensor, probs: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """`(FᵀF int64 exact, FᵀP float64 or None)` for 0/1 `fire` `[N, C]` and `probs` `[N, V]`.
+
+    Counts: float32 matmuls over chunks of < 2^24 rows (so they are exact); mass: float64; autocast
+    off. `FᵀF` is symmetric: only the upper block row `F₁ᵀF` and the lower-right block `F₂ᵀF₂` are
+    multiplied (¾ of the work).
+    """
     n, c = fire.shape
-    out = torch.zeros(c, c, dtype=torch.int64, device=fire.device)
+    h = c // 2
+    gram = torch.zeros(c, c, dtype=torch.int64, device=fire.device)
+    mass = None if probs is None else torch.zeros(c, probs.shape[1], dtype=torch.float64, device=fire.device)
     with torch.autocast(fire.device.type, enabled=False):
         for start in range(0, n, _EXACT_ROWS):
             f = fire[start : start + _EXACT_ROWS].to(torch.float32)
-            out += (f.T @ f).round().to(torch.int64)
-    return out
+            top = (f[:, :h].T @ f).round().to(torch.int64)
+            gram[:h] += top
+            gram[h:, :h] += top[:, h:].T
+            gram[h:, h:] += (f[:, h:].T @ f[:, h:]).round().to(torch.int64)
+            if mass is not None and probs is not None:
+                mass += f.T.to(torch.float64) @ probs[start : start + _EXACT_ROWS].to(torch.float64)
+    return gram, mass
 
 
-def _add_output_mass(acc: Tensor, flat_firing: Tensor, probs: Tensor, max_bytes: int = 1 << 28) -> None:
-    """`acc += Fᵀ P` in float64 (row chunks bound the fp64 copy of P), so shard splits agree to ~1e-15."""
-    rows = max(1, max_bytes // (8 * probs.shape[1]))
-    with torch.autocast(probs.device.type, enabled=False):
-        for start in range(0, probs.shape[0], rows):
-            f = flat_firing[start : start + rows].to(torch.float64)
-            acc += f.T @ probs[start : start + rows].to(torch.float64)
+def exact_gram(fire: Tensor) -> Tensor:
+    """`FᵀF` as int64 for a 0/1 matrix `[N, C]`, exact (fp32 chunks of < 2^24 rows, autocast off)."""
+    return _firing_products(fire, None)[0]
 
 
 def _add_window_range(ranges: list[tuple[int, int]], start: int, stop: int) -> list[tuple[int, int]]:
@@ -154,26 +163,29 @@ def update(
     flat = firing.reshape(bsz * seq, -1)
     tokens = batch_tokens.reshape(-1).to(torch.int64)
 
-    state.n_tokens += bsz * seq
-    state.firing_counts += flat.sum(dim=0)
-    for t in state.activation_types:
-        state.activation_sums[t] += acts[t].reshape(bsz * seq, -1).sum(dim=0, dtype=torch.float64)
-    state.cooccurrence += exact_gram(flat)
-
-    n_pos, c = torch.nonzero(flat, as_tuple=True)
-    state.input_counts.view(-1).index_add_(
-        0, c * state.vocab_size + tokens[n_pos], torch.ones_like(c)
-    )
-    state.input_totals += torch.bincount(tokens, minlength=state.vocab_size)
-
+    probs = None
     if state.output_mass is not None:
-        assert state.output_totals is not None
         if output_probs is None:
             raise ValueError("config keeps output token stats but the batch has no output_probs")
-        _add_output_mass(state.output_mass, flat, output_probs.reshape(bsz * seq, -1))
-        state.output_totals += output_probs.reshape(bsz * seq, -1).sum(dim=0, dtype=torch.float64)
+        probs = output_probs.reshape(bsz * seq, -1)
 
-    update_reservoir(state.reservoir, batch_tokens, firing, acts, window_start)
+    state.n_tokens += bsz * seq
+    gram, mass = _firing_products(flat, probs)
+    state.cooccurrence += gram
+    state.firing_counts += gram.diagonal()  # n_ii = firings of i
+    for t in state.activation_types:
+        state.activation_sums[t] += acts[t].reshape(bsz * seq, -1).sum(dim=0, dtype=torch.float64)
+
+    n_pos, c = torch.nonzero(flat, as_tuple=True)  # shared by input counts and the reservoir
+    state.input_counts.view(-1).index_add_(0, c * state.vocab_size + tokens[n_pos], torch.ones_like(c))
+    state.input_totals += torch.bincount(tokens, minlength=state.vocab_size)
+
+    if mass is not None and probs is not None:
+        assert state.output_mass is not None and state.output_totals is not None
+        state.output_mass += mass
+        state.output_totals += probs.sum(dim=0, dtype=torch.float64)
+
+    offer_firings(state.reservoir, batch_tokens, firing, acts, window_start, n_pos // seq, n_pos % seq, c)
 
 
 # --- merge --------------------------------------------------------------------------------------
