@@ -50,3 +50,18 @@ def test_not_found_and_conflict(api: httpx.Client):
     assert conflict.status_code == 409 and "already succeeded" in conflict.json()["detail"]
     bad_resume = api.get(f"/api/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "abc"})
     assert "last-event-id" in _fields(bad_resume)
+
+
+HUGE = 2**70  # beyond BIGINT: found by fuzzing the OpenAPI schema, these once reached the driver
+
+
+def test_ids_and_offsets_beyond_bigint_are_client_errors(api):
+    for path in ("/api/v1/decompositions", "/api/v1/prompts", "/api/v1/graphs", "/api/v1/harvests",
+                 "/api/v1/datasets", "/api/v1/dataset-attributions", "/api/v1/users"):
+        assert api.get(f"{path}/{HUGE}").status_code == 404, path
+    for path in ("/api/v1/jobs", "/api/v1/decompositions", "/api/v1/prompts", "/api/v1/datasets"):
+        assert api.get(path, params={"offset": HUGE}).status_code == 422, path
+        assert api.get(path, params={"owner": str(HUGE)}).status_code == 422, path
+    assert api.get("/api/v1/harvests", params={"decomposition_id": HUGE}).status_code == 422
+    bad = api.post("/api/v1/graphs", json={"kind": "graph.standard", "params": {"prompt_id": HUGE}})
+    assert bad.status_code == 422 and "prompt_id" in bad.text

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Query, Request, status
 from sqlalchemy.orm import Session
 
 from spdlab.common.db import session_factory
@@ -69,3 +69,22 @@ AdminDep = Annotated[User, Depends(require_admin)]
 def ensure_owner_or_admin(user: User, owner_id: int, what: str) -> None:
     if user.role != "admin" and user.id != owner_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"only the owner or an admin may modify this {what}")
+
+
+MAX_ROW_ID = 2**63 - 1  # ids are BIGINT at most; a larger one cannot exist (and the driver would overflow)
+
+
+def find_row(session: Session, model: Any, row_id: int) -> Any:
+    """The row with this client-given id, or None (also for ids no row can have)."""
+    return session.get(model, row_id) if 0 < row_id <= MAX_ROW_ID else None
+
+
+def get_or_404(session: Session, model: Any, row_id: int, what: str) -> Any:
+    row = find_row(session, model, row_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {row_id} not found")
+    return row
+
+
+# Pagination offsets are bounded so the database never sees an out-of-range OFFSET (a 422 instead).
+OffsetQuery = Annotated[int, Query(ge=0, le=2**31 - 1)]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
+from spdlab.api.deps import get_or_404
 from spdlab.api.graph_cache import GraphCache
 from spdlab.api.tokenizer_cache import TokenizerCache
 from spdlab.common.artifacts import artifact_store_from_settings
@@ -32,13 +31,6 @@ def tokenizer_cache(request: Request) -> TokenizerCache:
 def unprocessable(field: str, message: str, type_: str = "value_error") -> RequestValidationError:
     """A 422 in the platform's shape (`detail` + `errors[{field, reason}]`)."""
     return RequestValidationError([{"loc": ("body", *field.split(".")), "msg": message, "type": type_}])
-
-
-def get_or_404(session: Session, model: Any, row_id: int, what: str) -> Any:
-    row = session.get(model, row_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {row_id} not found")
-    return row
 
 
 def get_prompt(session: Session, prompt_id: int) -> Prompt:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spdlab.common.contracts.ids import RowId
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -65,7 +67,7 @@ class DatasetCreate(_Strict):
 
 
 class DatasetTokenizeParams(_Strict):
-    dataset_id: int = Field(ge=1)
+    dataset_id: RowId
 
 
 class DatasetTokenizeJobRequest(_Strict):

@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from spdlab.common.contracts.ids import RowId
 from spdlab.common.spd_config import Config
 
 DECOMPOSE_KIND = "decompose"
@@ -65,7 +66,7 @@ class DatasetData(_Strict):
     """Token windows of a registered, tokenized dataset (lm tasks), cut to `task_config.max_seq_len`."""
 
     kind: Literal["dataset"] = "dataset"
-    dataset_id: int = Field(ge=1)
+    dataset_id: RowId
 
 
 DecomposeData = Annotated[GeneratedData | DatasetData, Field(discriminator="kind")]

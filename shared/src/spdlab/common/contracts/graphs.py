@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from spdlab.common.contracts.ids import RowId
 from spdlab.common.jobs import params_key
 
 Regime = Literal["ci", "stochastic", "adversarial", "ablated"]
@@ -42,7 +43,7 @@ class DecompositionImportResult(BaseModel):
 
 
 class _GraphCommon(_Strict):
-    prompt_id: int = Field(ge=1)
+    prompt_id: RowId
     output_prob_threshold: float = Field(default=0.01, ge=0, le=1)
     max_output_nodes_per_pos: int = Field(default=15, ge=1, le=1000)
     output_top_k: int = Field(default=15, ge=1, le=100, description="top-k output table rows per position")
@@ -212,7 +213,7 @@ class GraphViewOut(GraphSummary):
 
 
 class PromptCreate(_Strict):
-    decomposition_id: int = Field(ge=1)
+    decomposition_id: RowId
     text: str | None = Field(default=None, max_length=100_000)
     token_ids: list[int] | None = Field(default=None, max_length=100_000)
 
@@ -246,7 +247,7 @@ class PromptPage(BaseModel):
 
 
 class InterventionParams(_Strict):
-    graph_id: int = Field(ge=1)
+    graph_id: RowId
     regimes: list[Regime] = Field(default=["ci", "stochastic", "adversarial"], min_length=1)
     selected_nodes: list[NodeKey] = Field(min_length=1, max_length=100_000)
     nodes_to_ablate: list[NodeKey] | None = Field(default=None, max_length=100_000)

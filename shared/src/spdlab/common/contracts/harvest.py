@@ -8,6 +8,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spdlab.common.contracts.ids import RowId
+
 CorrelationMetric = Literal["precision", "recall", "jaccard", "pmi"]
 ComponentKey = Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9_.]+:\d+$")]
 MAX_SHARDS = 256
@@ -46,8 +48,8 @@ class HarvestConfigSpec(_Strict):
 class ShardedRunParams(_Strict):
     """Params of a sharded run's parent job over a tokenized dataset; each kind adds its `config`."""
 
-    decomposition_id: int = Field(ge=1)
-    dataset_id: int = Field(ge=1)
+    decomposition_id: RowId
+    dataset_id: RowId
     n_shards: int = Field(default=1, ge=1, le=MAX_SHARDS)
 
 

@@ -6,11 +6,13 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spdlab.common.contracts.ids import RowId
+
 
 class ProbeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    decomposition_id: int = Field(ge=1)
+    decomposition_id: RowId
     text: str = Field(min_length=1, max_length=20_000)
     layer: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.]+$", description="canonical layer")
     component_idx: int = Field(ge=0)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import undefer
 
 from spdlab.api.component_view import detail, summary
-from spdlab.api.deps import SessionDep, UserDep
+from spdlab.api.deps import OffsetQuery, SessionDep, UserDep
 from spdlab.api.graph_deps import tokenizer_cache
 from spdlab.api.routes.harvests import get_harvest
 from spdlab.api.tokenizer_cache import TokenizerCache
@@ -79,7 +79,7 @@ def list_components(
     order: Literal["index", "density"] = "index",
     alive_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> ComponentPage:
     finished_harvest(session, harvest_id)
     if layer is not None:
@@ -107,7 +107,7 @@ def component_detail(
     metric: CorrelationMetric = "jaccard",
     limit: Annotated[int, Query(ge=1, le=100, description="correlated components")] = 10,
     examples_limit: Annotated[int, Query(ge=0, le=1000)] = 20,
-    examples_offset: Annotated[int, Query(ge=0)] = 0,
+    examples_offset: OffsetQuery = 0,
     token_limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> ComponentDetail:
     harvest = finished_harvest(session, harvest_id)

@@ -12,8 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 
-from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
-from spdlab.api.graph_deps import get_or_404
+from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin, get_or_404
 from spdlab.api.routes.harvests import check_dataset, ensure_run_row
 from spdlab.api.routes.jobs import submit_job
 from spdlab.api.sharded_runs import cancel_run, run_view

@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 
-from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
-from spdlab.api.graph_deps import get_decomposition, get_or_404, unprocessable
+from spdlab.api.deps import OffsetQuery, SessionDep, SettingsDep, UserDep, ensure_owner_or_admin, get_or_404
+from spdlab.api.graph_deps import get_decomposition, unprocessable
 from spdlab.api.routes.jobs import submit_job
 from spdlab.common.artifacts import artifact_store_from_settings
 from spdlab.common.contracts.datasets import (
@@ -95,10 +95,10 @@ def create_dataset(body: DatasetCreate, response: Response, user: UserDep, sessi
 def list_datasets(
     user: UserDep,
     session: SessionDep,
-    decomposition_id: Annotated[int | None, Query(ge=1)] = None,
-    owner: Annotated[str | None, Query(pattern=r"^(me|\d+)$")] = None,
+    decomposition_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    owner: Annotated[str | None, Query(pattern=r"^(me|\d{1,18})$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> DatasetPage:
     query = select(Dataset)
     if decomposition_id is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response, status
 
-from spdlab.api.deps import SessionDep, SettingsDep, UserDep
+from spdlab.api.deps import SessionDep, SettingsDep, UserDep, find_row
 from spdlab.api.graph_deps import unprocessable
 from spdlab.api.routes.jobs import submit_job
 from spdlab.common.contracts.decompose import DatasetData, DecomposeJobRequest, DecomposeParams
@@ -30,7 +30,7 @@ def check_target_path(path: str, settings: SettingsDep) -> None:
 
 
 def check_dataset(session: SessionDep, dataset_id: int) -> None:
-    dataset = session.get(Dataset, dataset_id)
+    dataset = find_row(session, Dataset, dataset_id)
     if dataset is None:
         raise unprocessable("data.dataset_id", f"dataset {dataset_id} not found")
     if dataset.status != "ready":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 from sqlalchemy import func, select
 
-from spdlab.api.deps import SessionDep, UserDep, ensure_owner_or_admin
+from spdlab.api.deps import OffsetQuery, SessionDep, UserDep, ensure_owner_or_admin, get_or_404
 from spdlab.common.contracts.decompositions import DecompositionOut, DecompositionPage
 from spdlab.common.models import Decomposition
 
@@ -15,19 +15,16 @@ router = APIRouter(prefix="/api/v1/decompositions", tags=["decompositions"])
 
 
 def _get(session: SessionDep, decomposition_id: int) -> Decomposition:
-    row = session.get(Decomposition, decomposition_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"decomposition {decomposition_id} not found")
-    return row
+    return get_or_404(session, Decomposition, decomposition_id, "decomposition")
 
 
 @router.get("", response_model=DecompositionPage)
 def list_decompositions(
     user: UserDep,
     session: SessionDep,
-    owner: Annotated[str | None, Query(pattern=r"^(me|\d+)$")] = None,
+    owner: Annotated[str | None, Query(pattern=r"^(me|\d{1,18})$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> DecompositionPage:
     query = select(Decomposition)
     if owner is not None:

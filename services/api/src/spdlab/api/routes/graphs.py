@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
+from spdlab.api.deps import MAX_ROW_ID, SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
 from spdlab.api.graph_cache import CachedGraph, GraphCache
 from spdlab.api.graph_deps import (
     get_decomposition,
@@ -122,7 +122,8 @@ def compute_graph(body: GraphJobRequest, response: Response, user: UserDep, sess
 
 def load_cached(session: Session, graph_id: int, cache: GraphCache, tokens: TokenizerCache) -> CachedGraph:
     """The graph from the process cache; a miss reads the blob and the rows once. Raises 404."""
-    if session.scalar(select(Graph.id).where(Graph.id == graph_id)) is None:  # deleted elsewhere?
+    exists = 0 < graph_id <= MAX_ROW_ID and session.scalar(select(Graph.id).where(Graph.id == graph_id))
+    if not exists:  # never stored, or deleted through another API process
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"graph {graph_id} not found")
     cached = cache.get(graph_id)
     if cached is None:

@@ -7,8 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 
-from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
-from spdlab.api.graph_deps import get_or_404, unprocessable
+from spdlab.api.deps import (
+    OffsetQuery,
+    SessionDep,
+    SettingsDep,
+    UserDep,
+    ensure_owner_or_admin,
+    find_row,
+    get_or_404,
+)
+from spdlab.api.graph_deps import unprocessable
 from spdlab.api.routes.jobs import submit_job
 from spdlab.api.sharded_runs import cancel_run, run_view
 from spdlab.common.artifacts import artifact_store_from_settings
@@ -22,7 +30,7 @@ router = APIRouter(prefix="/api/v1/harvests", tags=["harvests"])
 
 def check_dataset(session: SessionDep, decomposition_id: int, dataset_id: int) -> Dataset:
     """422 naming `dataset_id` unless the dataset exists, is tokenized and belongs to the decomposition."""
-    dataset = session.get(Dataset, dataset_id)
+    dataset = find_row(session, Dataset, dataset_id)
     if dataset is None:
         raise unprocessable("dataset_id", f"dataset {dataset_id} not found")
     if dataset.decomposition_id != decomposition_id:
@@ -65,10 +73,10 @@ def create_harvest(body: HarvestParams, response: Response, user: UserDep, sessi
 def list_harvests(
     user: UserDep,
     session: SessionDep,
-    decomposition_id: Annotated[int | None, Query(ge=1)] = None,
-    dataset_id: Annotated[int | None, Query(ge=1)] = None,
+    decomposition_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    dataset_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> HarvestPage:
     query = select(Harvest)
     if decomposition_id is not None:

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import delete, func, select
 
-from spdlab.api.deps import SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
+from spdlab.api.deps import OffsetQuery, SessionDep, SettingsDep, UserDep, ensure_owner_or_admin
 from spdlab.api.errors import DependencyUnavailableError
 from spdlab.common import jobs
 from spdlab.common.broker import publish_job
@@ -79,9 +79,9 @@ def list_jobs(
     session: SessionDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     kind: str | None = None,
-    owner: Annotated[str | None, Query(pattern=r"^(me|\d+)$", description="user id or 'me'")] = None,
+    owner: Annotated[str | None, Query(pattern=r"^(me|\d{1,18})$", description="user id or 'me'")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> JobPage:
     query = select(Job)
     if status_ is not None:

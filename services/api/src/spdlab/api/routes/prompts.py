@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 from sqlalchemy import func, select
 
-from spdlab.api.deps import SessionDep, UserDep, ensure_owner_or_admin
+from spdlab.api.deps import OffsetQuery, SessionDep, UserDep, ensure_owner_or_admin
 from spdlab.api.graph_deps import get_decomposition, get_prompt, tokenizer_cache, unprocessable
 from spdlab.api.tokenizer_cache import TokenizerCache, prompt_token_strings
 from spdlab.common.contracts.graphs import PromptCreate, PromptOut, PromptPage
@@ -70,9 +70,9 @@ def list_prompts(
     session: SessionDep,
     tokens: TokCacheDep,
     decomposition_id: int | None = None,
-    owner: Annotated[str | None, Query(pattern=r"^(me|\d+)$")] = None,
+    owner: Annotated[str | None, Query(pattern=r"^(me|\d{1,18})$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> PromptPage:
     query = select(Prompt)
     if decomposition_id is not None:

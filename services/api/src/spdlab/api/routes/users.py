@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from spdlab.api.deps import AdminDep, SessionDep, UserDep
+from spdlab.api.deps import AdminDep, SessionDep, UserDep, find_row, get_or_404
 from spdlab.common.contracts.users import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -26,10 +26,7 @@ def _created_key(row: ApiKey, key: str) -> ApiKeyCreated:
 
 
 def _user(session: SessionDep, user_id: int) -> User:
-    user = session.get(User, user_id)
-    if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {user_id} not found")
-    return user
+    return get_or_404(session, User, user_id, "user")
 
 
 @router.post("", response_model=UserCreated, status_code=status.HTTP_201_CREATED)
@@ -77,7 +74,7 @@ def create_key_for(user_id: int, body: ApiKeyCreate, admin: AdminDep, session: S
 def _revoke(session: SessionDep, user: User, owner_id: int, key_id: int) -> ApiKeyOut:
     if user.role != "admin" and user.id != owner_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only the key's owner or an admin may revoke it")
-    row = session.get(ApiKey, key_id)
+    row = find_row(session, ApiKey, key_id)
     if row is None or row.user_id != owner_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"key {key_id} not found")
     revoke_key(session, row)
