@@ -57,8 +57,9 @@ class JobShard(Base):
     windows: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
-class Harvest(Base):
-    __tablename__ = "harvests"
+class ShardedRunColumns:
+    """What a sharded run over a dataset records (harvests and dataset attributions alike): its
+    inputs, its parent job, and where the merged result lives."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -68,11 +69,16 @@ class Harvest(Base):
     n_shards: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     n_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    n_components: Mapped[int | None] = mapped_column(Integer, nullable=True)
     artifact_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Harvest(ShardedRunColumns, Base):
+    __tablename__ = "harvests"
+
+    n_components: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ComponentStat(Base):
@@ -104,23 +110,10 @@ class ComponentStat(Base):
     n_examples: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class DatasetAttributionRun(Base):
+class DatasetAttributionRun(ShardedRunColumns, Base):
     """Dataset attributions of a decomposition over a dataset; raw sums live in the artifact store."""
 
     __tablename__ = "dataset_attributions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    decomposition_id: Mapped[int] = mapped_column(ForeignKey("decompositions.id", ondelete="CASCADE"), index=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
-    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    n_shards: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
-    n_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    artifact_ref: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ComponentAttribution(Base):
